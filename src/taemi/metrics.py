@@ -1,0 +1,56 @@
+"""The challenge metric: Pearson r per target, then the mean over the six targets.
+
+It is *not* a Pearson over the flattened (N, 6) matrix. A constant column (a model that
+collapsed, or a target with one value in a small fold) has no correlation: it scores 0 and
+warns, so a mean is never NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from taemi.data import TARGETS
+
+
+class ConstantColumnWarning(UserWarning):
+    """A prediction or label column has zero variance; its Pearson r is taken as 0."""
+
+
+def pearson_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Pearson r of each column; equal to `scipy.stats.pearsonr` column by column."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 2:
+        raise ValueError(f"expected two (N, K) arrays of one shape, got {y_true.shape} and "
+                         f"{y_pred.shape}")
+    true_c = y_true - y_true.mean(axis=0)
+    pred_c = y_pred - y_pred.mean(axis=0)
+    true_norm = np.sqrt((true_c**2).sum(axis=0))
+    pred_norm = np.sqrt((pred_c**2).sum(axis=0))
+    # a column is constant when its spread is at the rounding level of its values
+    rounding = 1e-12 * np.sqrt(len(y_true))
+    constant = (true_norm <= rounding * np.abs(y_true).max(axis=0)) | (
+        pred_norm <= rounding * np.abs(y_pred).max(axis=0)
+    )
+    r = np.zeros(y_true.shape[1])
+    ok = ~constant
+    r[ok] = (true_c[:, ok] * pred_c[:, ok]).sum(axis=0) / (true_norm[ok] * pred_norm[ok])
+    if constant.any():
+        names = [TARGETS[k] if y_true.shape[1] == len(TARGETS) else str(k)
+                 for k in np.flatnonzero(constant)]
+        warnings.warn(f"constant column for {names}: Pearson r taken as 0",
+                      ConstantColumnWarning, stacklevel=2)
+    return np.clip(r, -1.0, 1.0)
+
+
+def mean_pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The challenge score: mean over targets of the per-target Pearson r."""
+    return float(pearson_per_target(y_true, y_pred).mean())
+
+
+def score_table(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Per-target and mean Pearson as a flat dict (what cv.json files hold)."""
+    r = pearson_per_target(y_true, y_pred)
+    return {"mean": float(r.mean()), **{t: float(v) for t, v in zip(TARGETS, r, strict=True)}}
