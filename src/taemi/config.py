@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 Role = Literal["text", "visual", "audio"]
 ROLES: tuple[str, ...] = ("text", "visual", "audio")
@@ -50,15 +50,9 @@ class SynthConfig(Section):
 
 class CacheConfig(Section):
     dir: Path = Path("cache")
-    steps: dict[Role, int] = Field(default_factory=lambda: {"text": 32, "visual": 32, "audio": 32})
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-
-    @model_validator(mode="after")
-    def _positive(self) -> CacheConfig:
-        for role, steps in self.steps.items():
-            if steps < 1:
-                raise ValueError(f"steps for {role} must be at least 1, got {steps}")
-        return self
+    steps: dict[Role, PositiveInt] = Field(
+        default_factory=lambda: {"text": 32, "visual": 32, "audio": 32})
+    workers: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
 
     def steps_for(self, role: str) -> int:
         return self.steps.get(role, 32)  # type: ignore[call-overload]

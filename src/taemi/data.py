@@ -184,7 +184,8 @@ def load_feature(path: str | os.PathLike) -> LoadedFeature:
     try:
         array = np.asarray(raw, dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise DataError(f"{path}: expected a numeric (T, D) array, got {type(raw).__name__}") from err
+        raise DataError(
+            f"{path}: expected a numeric (T, D) array, got {type(raw).__name__}") from err
     was_1d = array.ndim == 1
     if was_1d:
         array = array.reshape(1, -1)

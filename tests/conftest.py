@@ -1,0 +1,90 @@
+"""Shared fixtures: small generated datasets and hand-made messy files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taemi.config import config_from_dict
+from taemi.data import TARGETS
+from taemi.progress import set_quiet
+from taemi.synth import SynthParams, generate
+
+set_quiet(True)
+
+TINY = SynthParams(scale=0.02, seed=3, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated dataset of ~350 clips; read-only for the tests that share it."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate(root, TINY)
+    return root
+
+
+def tiny_config(root: Path, work: Path, **sections) -> object:
+    """A validated config over a generated dataset, writing everything under `work`."""
+    tree = {
+        "name": "tiny",
+        "data": {"root": str(root), "test_list": "test_split.csv",
+                 "test_labels": "heldout/test_labels.csv"},
+        "cache": {"dir": str(work / "cache"), "steps": {"text": 8, "visual": 8, "audio": 8},
+                  "workers": 1},
+        "folds": {"path": str(work / "folds" / "folds.csv"), "n_splits": 3},
+        "backbones": {"vit-w2v": {"text": "text", "visual": "vit", "audio": "wav2vec2"}},
+    }
+    for key, value in sections.items():
+        tree[key] = value
+    return config_from_dict(tree)
+
+
+def write_pkl(path: Path, obj: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(obj, handle)
+    return path
+
+
+def write_labels(path: Path, ids: list[str], seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.integers(0, 7, size=(len(ids), len(TARGETS))) / 6,
+                         columns=list(TARGETS))
+    frame.insert(0, "Filename", ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+@pytest.fixture
+def messy_root(tmp_path: Path) -> Path:
+    """A hand-made dataset in the organisers' layout carrying each kind of mess."""
+    root = tmp_path / "messy"
+    write_labels(root / "train_split.csv", [f"{i:05d}" for i in range(0, 6)])
+    write_labels(root / "valid_split.csv", [f"{i:05d}" for i in range(6, 9)], seed=1)
+    for i in range(9, 12):  # test ids come from the media names
+        (root / "test_data" / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "test_data" / "raw" / f"{i:05d}.mp4").write_bytes(b"")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        clip = f"{i:05d}"
+        if i == 2:
+            continue  # no visual file: modality missing
+        array = rng.standard_normal((5 + i, 4)).astype(np.float32)
+        if i == 3:
+            array[1, 2] = np.nan
+            array[4] = np.nan
+        if i == 4:
+            array = array[0]  # a 1-D array
+        if i == 5:
+            array = rng.standard_normal((60_123, 4)).astype(np.float32)  # a 16-minute clip
+        folder = "test_data/vit" if i >= 9 else "vit"
+        write_pkl(root / folder / f"{clip}.pkl", array)
+    pd.DataFrame({"Filename": [f"{i:05d}" for i in range(12)],
+                  "text": ["hello there", "", "wow", None, *["fine"] * 8]}).to_csv(
+        root / "transcripts.csv", index=False)
+    return root

@@ -1,0 +1,84 @@
+"""The packed cache: pooling, masks, the loading report, keying and rebuilds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_pkl
+from taemi.cache import build_packed, pool_steps
+from taemi.data import ChallengeData, DataError
+
+
+@pytest.mark.parametrize(("length", "steps"), [(100, 8), (9, 8), (62_495, 32), (33, 32)])
+def test_pooling_matches_torch_adaptive_avg_pool(length: int, steps: int) -> None:
+    x = np.random.default_rng(0).standard_normal((length, 5)).astype(np.float32)
+    pooled, n_valid = pool_steps(x, steps)
+    expected = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(x).T[None], steps)[0].T
+    np.testing.assert_allclose(pooled, expected.numpy(), atol=1e-5)
+    assert n_valid == steps
+
+
+def test_short_clips_are_padded_not_stretched() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    pooled, n_valid = pool_steps(x, 5)
+    assert n_valid == 3
+    np.testing.assert_array_equal(pooled[:3], x)
+    assert not pooled[3:].any()
+
+
+def test_pack_masks_and_report_the_mess(messy_root: Path, tmp_path: Path) -> None:
+    data = ChallengeData(messy_root)
+    pack = build_packed(data, "vit", 4, tmp_path / "cache", workers=1)
+    assert pack.x.dtype == np.float16 and pack.x.shape == (12, 4, 4)
+    row = pack.row_of
+    assert pack.missing[row["00002"]] and not pack.missing[row["00003"]]
+    assert not pack.x[row["00002"]].any()
+    assert pack.valid[row["00004"]].tolist() == [True, False, False, False]  # 1-D = one step
+    assert pack.length[row["00005"]] == 60_123
+    assert np.isfinite(pack.x.astype(np.float32)).all()
+    report = pack.report
+    assert report.missing == ["00002"] and report.one_d == ["00004"]
+    assert report.nan_files == ["00003"] and report.nan_values == 5
+    assert report.long_clips == {"00005": 60_123}
+    line = report.line()
+    for fragment in ("1 missing files", "5 values zeroed", "1-D arrays", "60,000+ steps"):
+        assert fragment in line
+
+
+def test_width_mismatch_names_the_file(messy_root: Path, tmp_path: Path) -> None:
+    write_pkl(messy_root / "vit" / "00007.pkl", np.zeros((3, 5), np.float32))
+    with pytest.raises(DataError, match=r"00007.pkl has width 5.*have width 4"):
+        build_packed(ChallengeData(messy_root), "vit", 4, tmp_path / "cache", workers=1)
+    assert not any((tmp_path / "cache").glob("*vit-*"))  # nothing half-built is left
+
+
+def test_cache_is_reused_and_rebuilt_only_on_change(messy_root: Path, tmp_path: Path) -> None:
+    data = ChallengeData(messy_root)
+    first = build_packed(data, "vit", 4, tmp_path / "cache", workers=1)
+    stamp = (first.folder / "x.npy").stat().st_mtime_ns
+    again = build_packed(ChallengeData(messy_root), "vit", 4, tmp_path / "cache", workers=1)
+    assert again.folder == first.folder
+    assert (again.folder / "x.npy").stat().st_mtime_ns == stamp
+    other_steps = build_packed(data, "vit", 2, tmp_path / "cache", workers=1)
+    assert other_steps.folder != first.folder and first.folder.exists()
+
+    changed = messy_root / "vit" / "00001.pkl"
+    write_pkl(changed, np.full((6, 4), 7, np.float32))
+    os.utime(changed, ns=(1, 1))
+    rebuilt = build_packed(ChallengeData(messy_root), "vit", 4, tmp_path / "cache", workers=1)
+    assert rebuilt.folder != first.folder and not first.folder.exists()
+    assert np.allclose(rebuilt.x[rebuilt.row_of["00001"]][:4].astype(np.float32), 7)
+
+
+def test_two_workers_pack_the_same_arrays(tiny_root: Path, tmp_path: Path) -> None:
+    data = ChallengeData(tiny_root, test_list="test_split.csv")
+    one = build_packed(data, "wav2vec2", 8, tmp_path / "a", workers=1)
+    two = build_packed(data, "wav2vec2", 8, tmp_path / "b", workers=2)
+    np.testing.assert_array_equal(one.x, two.x)
+    np.testing.assert_array_equal(one.valid, two.valid)
+    np.testing.assert_array_equal(one.missing, two.missing)

@@ -1,0 +1,49 @@
+"""Config: typed, validated once, errors that name the key, command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taemi.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "abaw.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.data.root.name and cfg.packed_features()
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(CONFIGS / "demo.yaml", ["folds.n_splits=3", "cache.steps.audio=48",
+                                              "data.root=/tmp/x"])
+    assert cfg.folds.n_splits == 3 and cfg.cache.steps["audio"] == 48
+    assert str(cfg.data.root) == "/tmp/x"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("folds.n_split=3", r"config key 'folds.n_split': unknown key \(did you mean 'n_splits'"),
+    ("folds.n_splits=one", r"config key 'folds.n_splits': .*integer.*'one'"),
+    ("folds.scheme=valid", r"config key 'folds.scheme'"),
+    ("cache.steps.audio=0", r"config key 'cache.steps.audio': .*greater than 0"),
+    ("synth.scale=2", r"config key 'synth.scale'"),
+    ("folds", r"expected key.path=value"),
+])
+def test_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "demo.yaml", [override])
+
+
+def test_missing_required_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: invalid config\n  config key 'data'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
