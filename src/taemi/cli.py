@@ -3,6 +3,7 @@
     taemi synth data/demo --scale 0.05      generate a dataset in the organisers' layout
     taemi cache configs/demo.yaml           pack features; print the data report
     taemi folds configs/demo.yaml           write folds/folds.csv
+    taemi train configs/demo.yaml           train every experiment's grid
 
 Every command that takes a CONFIG also takes `--set key.path=value` (repeatable) and
 `--quiet`. Bad input ends with one line naming the file, id, column or key, and exit 2.
@@ -30,7 +31,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from taemi.synth import SynthParams, generate
 
     params = SynthParams(scale=args.scale, seed=args.seed, dtype=args.dtype,
-                         workers=args.workers)
+                         shared_seed_videos=args.shared_seed_videos, workers=args.workers)
     summary = generate(args.root, params, force=args.force)
     clips = summary["clips"]
     print(f"{args.root}: {clips['train']:,} train / {clips['valid']:,} valid / "
@@ -54,6 +55,16 @@ def cmd_folds(args: argparse.Namespace) -> None:
     counts = folds["fold"].value_counts().sort_index()
     print(f"{cfg.folds.path}: " + ", ".join(
         f"{'holdout' if k < 0 else f'fold {k}'}: {n:,}" for k, n in counts.items()))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from taemi.pipeline import train_experiments
+
+    cfg = _config(args)
+    results = train_experiments(cfg, args.experiment or None, args.executor)
+    for name, cv in results.items():
+        print(f"{name}: CV mean Pearson {cv['overall']['mean']:.4f} "
+              f"({cfg.experiment_dir(name) / 'cv.json'})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--shared-seed-videos", action="store_true",
+                   help="test clips mimic the training clips' seed videos (default: unseen)")
     p.add_argument("--force", action="store_true", help="replace different generated data")
 
     with_config("cache", cmd_cache, "pack feature folders into the memory-mapped cache")
     with_config("folds", cmd_folds, "write the shared fold assignment")
+    p = with_config("train", cmd_train, "train the experiment grid (backbones x seeds x folds)")
+    p.add_argument("--experiment", "-e", action="append", default=[],
+                   help="train only this experiment (repeatable); default: all")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where jobs run (default: the config's `executor`)")
     return parser
 
 

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Role = Literal["text", "visual", "audio"]
 ROLES: tuple[str, ...] = ("text", "visual", "audio")
@@ -46,6 +54,7 @@ class SynthConfig(Section):
     scale: float = Field(1.0, gt=0, le=1.0)
     seed: int = 0
     dtype: Literal["float16", "float32"] = "float16"
+    shared_seed_videos: bool = False  # test clips mimic the seed videos of the training clips
 
 
 class CacheConfig(Section):
@@ -77,6 +86,77 @@ class Backbone(Section):
         return {r: getattr(self, r) for r in ROLES if getattr(self, r)}
 
 
+class ModelSpec(Section):
+    """A registered model's name; every other key is one of its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "taemi"
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSpec:
+        from taemi.models import list_models, model_parameters
+
+        if self.name not in list_models():
+            raise ValueError(f"unknown model {self.name!r}; registered: {list_models()}")
+        allowed = set(model_parameters(self.name)) - {"dims"}
+        for key in self.params():
+            if key not in allowed:
+                raise ValueError(f"model {self.name!r} has no parameter {key!r}; it takes "
+                                 f"{sorted(allowed)}")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(Section):
+    """How one fold model is trained."""
+
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 512
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema: float | None = Field(0.99, gt=0, lt=1)  # None: no EMA of the weights
+    bf16: bool = False
+    patience: PositiveInt = 5  # epochs without a better validation mean Pearson ...
+    min_delta: float = Field(1e-4, ge=0)  # ... better by at least this much
+    loss: dict[Literal["mse", "pearson", "ccc"], float] = Field(
+        default_factory=lambda: {"mse": 1.0, "pearson": 0.5})
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+
+
+class ExperimentConfig(Section):
+    """One model config trained over backbones x seeds x folds."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    backbones: list[str] | None = None  # names from the top-level `backbones`; None: all
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    folds: list[int] | None = None  # a subset of folds to run; None: all
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the `train` section
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        try:
+            TrainConfig.model_validate(overrides)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"train key {key!r}: {first['msg']}") from None
+        return overrides
+
+
+class PathsConfig(Section):
+    models: Path = Path("models")
+    ensembles: Path = Path("ensembles")
+    submissions: Path = Path("submissions")
+    reports: Path = Path("reports")
+
+
 class Config(Section):
     name: str = "run"
     data: DataConfig
@@ -84,6 +164,33 @@ class Config(Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     folds: FoldsConfig = Field(default_factory=FoldsConfig)
     backbones: dict[str, Backbone] = Field(default_factory=lambda: {"vit-w2v": Backbone()})
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    executor: Literal["local", "ray"] = "local"
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _experiments_fit(self) -> Config:
+        for name, exp in self.experiments.items():
+            for backbone in exp.backbones or []:
+                if backbone not in self.backbones:
+                    raise ValueError(f"experiment {name!r} names backbone {backbone!r}, which "
+                                     f"is not among backbones {sorted(self.backbones)}")
+        return self
+
+    def train_for(self, experiment: str) -> TrainConfig:
+        """The top-level `train` section with the experiment's overrides applied."""
+        overrides = self.experiments[experiment].train
+        return TrainConfig.model_validate({**self.train.model_dump(), **overrides})
+
+    def backbones_for(self, experiment: str) -> list[str]:
+        return self.experiments[experiment].backbones or list(self.backbones)
+
+    def experiment_dir(self, experiment: str) -> Path:
+        if experiment not in self.experiments:
+            raise ConfigError(f"no experiment {experiment!r} in the config; experiments: "
+                              f"{sorted(self.experiments)}")
+        return self.paths.models / experiment
 
     def packed_features(self) -> list[tuple[str, int]]:
         """Every (feature folder, steps) pair the backbones need, in a stable order."""
@@ -93,6 +200,10 @@ class Config(Section):
             for role, feature in backbone.features().items()
         }
         return sorted(pairs)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data: what every artifact folder records beside its results."""
+        return self.model_dump(mode="json")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -138,14 +249,18 @@ def _describe(err: ValidationError, source: str) -> str:
     for item in err.errors():
         loc = tuple(str(p) for p in item["loc"])
         key = ".".join(loc)
-        if item["type"] == "extra_forbidden":
+        if not key:
+            lines.append(item["msg"].removeprefix("Value error, "))
+        elif item["type"] == "extra_forbidden":
             close = difflib.get_close_matches(loc[-1], _known_keys(Config, loc), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"config key {key!r}: unknown key{hint}")
         elif item["type"] == "missing":
             lines.append(f"config key {key!r}: required but not given")
         else:
-            lines.append(f"config key {key!r}: {item['msg']} (got {item.get('input')!r})")
+            got = item.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            lines.append(f"config key {key!r}: {item['msg']}{shown}")
     return f"{source}: invalid config\n  " + "\n  ".join(lines)
 
 

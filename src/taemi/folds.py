@@ -2,8 +2,9 @@
 
 Clips that mimic the same seed video carry the same label vector; if they straddle folds a
 model is scored on near-copies of its training rows and the CV lies. The real data has no
-seed column, so clips are grouped by identical label vector, and folds are stratified on
-the dominant emotion and its binned intensity. With `scheme: train` the official
+seed column, so clips are grouped by identical label vector (a one-off vector one sixth
+away from a recurring one joins it), and folds are stratified on the dominant emotion and
+its binned intensity. With `scheme: train` the official
 validation split is kept out of the folds as a holdout (fold -1).
 """
 
@@ -24,11 +25,32 @@ HOLDOUT = -1
 SCHEMES = ("train+valid", "train")
 
 
-def label_groups(labels: np.ndarray) -> np.ndarray:
-    """One group per distinct label vector (the stand-in for the seed video)."""
+def label_groups(labels: np.ndarray, step: float = 1 / 6) -> np.ndarray:
+    """One group per distinct label vector (the stand-in for the seed video).
+
+    A vector seen only once that differs from a recurring vector in one target by one
+    label `step` is a near copy ("nearly sharing" a seed's labels): it joins the most
+    frequent such neighbour. Recurring vectors are never merged with each other, so
+    groups cannot chain into one giant group.
+    """
     keys = np.round(np.asarray(labels, dtype=np.float64), 6)
-    _, groups = np.unique(keys, axis=0, return_inverse=True)
-    return groups.ravel()
+    uniq, groups = np.unique(keys, axis=0, return_inverse=True)
+    groups = groups.ravel()
+    counts = np.bincount(groups, minlength=len(uniq))
+    where = {tuple(u): i for i, u in enumerate(np.round(uniq / step).astype(np.int64))}
+    parent = np.arange(len(uniq))
+    for i in np.flatnonzero(counts == 1):
+        base = np.round(uniq[i] / step).astype(np.int64)
+        best, best_count = i, 1
+        for k in range(len(base)):
+            for delta in (-1, 1):
+                near = base.copy()
+                near[k] += delta
+                j = where.get(tuple(near))
+                if j is not None and counts[j] > best_count:
+                    best, best_count = j, counts[j]
+        parent[i] = best
+    return parent[groups]
 
 
 def label_strata(labels: np.ndarray, n_bins: int = 3) -> np.ndarray:

@@ -31,6 +31,7 @@ def ensure_data(cfg: Config) -> ChallengeData:
     if cfg.synth is not None:
         s = cfg.synth
         generate(cfg.data.root, SynthParams(scale=s.scale, seed=s.seed, dtype=s.dtype,
+                                            shared_seed_videos=s.shared_seed_videos,
                                             workers=cfg.cache.workers))
     return open_data(cfg)
 
@@ -50,6 +51,28 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
         )
         echo(summary.format())
     return packs
+
+
+def train_experiments(cfg: Config, names: list[str] | None = None,
+                      executor: str | None = None) -> dict[str, dict]:
+    """Train every job of the named experiments (all by default); return their cv.json."""
+    from taemi.executors import EXECUTORS
+    from taemi.experiment import aggregate, plan_jobs
+
+    data = open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    folds = ensure_folds(cfg, data)
+    names = names or list(cfg.experiments)
+    for name in names:
+        cfg.experiment_dir(name)  # an unknown name is an error before any work
+    jobs = [job for name in names for job in plan_jobs(cfg, name, folds)]
+    EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
+    results = {}
+    for name in names:
+        results[name] = aggregate(cfg, name, data, folds)
+        overall = results[name]["overall"]
+        echo(f"{name}: CV mean Pearson {overall['mean']:.4f}")
+    return results
 
 
 def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame:

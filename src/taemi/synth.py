@@ -5,7 +5,8 @@ runs on data made here. Its structure follows what the real data shows and what 
 assumes:
 
 * clips are grouped by seed video; clips of one seed share (or nearly share) a label
-  vector, labels lie in [0, 1] in sixths with many exact zeros;
+  vector, labels lie in [0, 1] in sixths with many exact zeros; by default each seed
+  video belongs to one split, so the test shows seed videos no model has seen;
 * participants' identity dominates the visual features;
 * each seed has a script: its words carry a stable part of the signal (emotional words
   load on emotions), and the first emotional word marks *when* the emotion unfolds;
@@ -35,7 +36,7 @@ from taemi.artifacts import atomic_dir, read_json, write_csv, write_json
 from taemi.data import ID_COLUMN, TARGETS
 from taemi.progress import echo, progress
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 REAL_SPLITS = (8072, 4588, 4586)  # train, valid, test clips in Hume-Vidmimic2
 N_TARGETS = len(TARGETS)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
@@ -63,9 +64,10 @@ class SynthParams:
     p_visual_missing: float = 0.04
     p_audio_missing: float = 0.03
     p_no_speech: float = 0.30
-    p_label_jitter: float = 0.2
+    p_label_jitter: float = 0.05
     p_nan: float = 0.004
     p_one_d: float = 0.002
+    shared_seed_videos: bool = False  # True: test clips mimic the same seed videos as train
     dtype: str = "float16"
     extra_features: tuple[str, ...] = ("logmel",)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1, compare=False)
@@ -203,7 +205,17 @@ def make_plan(params: SynthParams) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
     onsets = np.array([_onset(world, s, rng) for s in scripts])
 
     popularity = rng.dirichlet(np.full(n_seeds, 2.0))
-    seed_of = rng.choice(n_seeds, size=n, p=popularity)
+    sizes = np.array([n_train, n_valid, n_test])
+    if params.shared_seed_videos:
+        seed_of = rng.choice(n_seeds, size=n, p=popularity)
+    else:  # each seed video belongs to one split: the test shows unseen seed videos
+        home = rng.choice(3, size=n_seeds, p=sizes / n)
+        home[:3] = [0, 1, 2]
+        seed_of = np.concatenate([
+            rng.choice(np.flatnonzero(home == s), size=sizes[s],
+                       p=popularity[home == s] / popularity[home == s].sum())
+            for s in range(3)
+        ])
     participant = rng.integers(0, len(world.face), size=n)
     labels = seed_labels[seed_of].copy()
     jitter = rng.random(n) < params.p_label_jitter

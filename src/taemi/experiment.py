@@ -1,0 +1,213 @@
+"""The experiment grid: one model config x backbones x seeds x folds (`taemi train`).
+
+    models/<experiment>/
+        config.json                       the resolved config it was trained with
+        oof.csv  test.csv  cv.json        mean over backbones and seeds; CV scores
+        <backbone>/oof.csv test.csv       mean over seeds
+        <backbone>/seed<k>/oof.csv ...    one seed, its folds' OOF rows and mean test
+        <backbone>/seed<k>/fold<f>/       model.pt metrics.csv oof.csv test.csv done.json
+
+A job (one fold model) is done when its `done.json` carries the fingerprint of everything
+that shaped it (model, training, backbone features and their cache, folds, seed, fold);
+a done job is skipped, a changed one retrained, an interrupted one resumed from `last.pt`.
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from taemi.artifacts import read_json, stable_hash, write_csv, write_json
+from taemi.cache import PackedFeature, build_packed
+from taemi.config import Config, config_from_dict
+from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
+from taemi.folds import HOLDOUT, folds_digest, read_folds
+from taemi.metrics import score_table
+
+PREDICTIONS = ("oof", "test", "holdout")
+
+
+@dataclass(frozen=True)
+class Job:
+    experiment: str
+    backbone: str
+    seed: int
+    fold: int
+
+    def folder(self, models_dir: Path) -> Path:
+        return (Path(models_dir) / self.experiment / self.backbone / f"seed{self.seed}" /
+                f"fold{self.fold}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment}/{self.backbone}/seed{self.seed}/fold{self.fold}"
+
+
+def experiment_folds(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[int]:
+    available = sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT)
+    wanted = cfg.experiments[experiment].folds
+    if wanted is None:
+        return available
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise ValueError(f"experiment {experiment!r} asks for folds {unknown}; "
+                         f"{cfg.folds.path} has folds {available}")
+    return sorted(wanted)
+
+
+def plan_jobs(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[Job]:
+    exp = cfg.experiments[experiment]
+    return [Job(experiment, b, s, f) for b in cfg.backbones_for(experiment)
+            for s in exp.seeds for f in experiment_folds(cfg, experiment, folds)]
+
+
+def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, PackedFeature]:
+    """The backbone's packs, role -> pack (built by `ensure_cache`; reopened here)."""
+    return {role: build_packed(data, feature, cfg.cache.steps_for(role), cfg.cache.dir,
+                               workers=1)
+            for role, feature in cfg.backbones[backbone].features().items()}
+
+
+def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
+                    digest: str) -> str:
+    exp = cfg.experiments[job.experiment]
+    return stable_hash({
+        "model": exp.model.model_dump(mode="json"),
+        "train": cfg.train_for(job.experiment).model_dump(mode="json"),
+        "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
+        "folds": digest, "seed": job.seed, "fold": job.fold,
+    })
+
+
+def _frame(ids: list[str], pred: np.ndarray, fold: int | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(pred, columns=list(TARGETS))
+    if fold is not None:
+        frame.insert(0, "fold", fold)
+    frame.insert(0, ID_COLUMN, ids)
+    return frame
+
+
+def is_done(folder: Path, fingerprint: str) -> bool:
+    done = folder / "done.json"
+    return done.is_file() and read_json(done).get("fingerprint") == fingerprint
+
+
+def run_job(cfg_tree: dict, job: Job) -> dict:
+    """Train and predict one fold model; the same function runs locally and as a Ray task."""
+    from taemi.models import create_model
+    from taemi.pipeline import open_data
+    from taemi.training import ClipInputs, fit_fold, predict, seed_everything
+
+    cfg = config_from_dict(cfg_tree)
+    data = open_data(cfg)
+    folds = read_folds(cfg.folds.path)
+    packs = open_packs(cfg, data, job.backbone)
+    fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds))
+    folder = job.folder(cfg.paths.models)
+    if is_done(folder, fingerprint):
+        return {**read_json(folder / "done.json"), "skipped": True}
+
+    train_ids = folds.loc[(folds["fold"] != job.fold) & (folds["fold"] != HOLDOUT), ID_COLUMN]
+    val_ids = folds.loc[folds["fold"] == job.fold, ID_COLUMN].tolist()
+    holdout_ids = folds.loc[folds["fold"] == HOLDOUT, ID_COLUMN].tolist()
+    train_ids = train_ids.tolist()
+    ids = train_ids + val_ids + data.test_ids + holdout_ids
+    inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ("text", "visual",
+                                                                          "audio")})
+    spans = np.cumsum([0, len(train_ids), len(val_ids), len(data.test_ids), len(holdout_ids)])
+    train_idx, val_idx, test_idx, holdout_idx = (np.arange(a, b) for a, b in
+                                                 zip(spans[:-1], spans[1:], strict=True))
+    job_seed = job.seed * 1000 + job.fold
+    seed_everything(job_seed)
+    spec = cfg.experiments[job.experiment].model
+    model = create_model(spec.name, dims=inputs.dims, **spec.params())
+    train_cfg = cfg.train_for(job.experiment)
+    outcome = fit_fold(model, inputs, train_idx, labels_matrix(data.labels, train_ids),
+                       val_idx, labels_matrix(data.labels, val_ids), train_cfg, job_seed,
+                       folder, fingerprint, desc=job.label)
+    batch = train_cfg.eval_batch_size
+    write_csv(folder / "oof.csv", _frame(val_ids, predict(model, inputs, val_idx, batch),
+                                         job.fold))
+    write_csv(folder / "test.csv", _frame(data.test_ids, predict(model, inputs, test_idx, batch)))
+    if holdout_ids:
+        write_csv(folder / "holdout.csv",
+                  _frame(holdout_ids, predict(model, inputs, holdout_idx, batch)))
+    summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
+               "val_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
+               "seconds": outcome.seconds}
+    write_json(folder / "done.json", summary)
+    (folder / "last.pt").unlink(missing_ok=True)
+    return {**summary, "skipped": False}
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={ID_COLUMN: str})
+
+
+def _mean(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Mean of prediction frames over the same ids (ids must match exactly)."""
+    first = frames[0]
+    for other in frames[1:]:
+        if not other[ID_COLUMN].equals(first[ID_COLUMN]):
+            raise ValueError("prediction files to average cover different ids")
+    out = first.copy()
+    out[list(TARGETS)] = np.mean([f[list(TARGETS)].to_numpy() for f in frames], axis=0)
+    return out
+
+
+def _write_level(folder: Path, parts: list[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    level = {kind: _mean([p[kind] for p in parts]) for kind in parts[0]}
+    for kind, frame in level.items():
+        write_csv(folder / f"{kind}.csv", frame)
+    return level
+
+
+def _score(frame: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, float] | None:
+    if labels is None or frame.empty:
+        return None
+    return score_table(labels_matrix(labels, frame[ID_COLUMN]), frame[list(TARGETS)].to_numpy())
+
+
+def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataFrame) -> dict:
+    """Gather the fold models into OOF and test predictions at each level, and cv.json."""
+    exp_dir = cfg.experiment_dir(experiment)
+    jobs = plan_jobs(cfg, experiment, folds)
+    cv: dict = {"experiment": experiment, "model": cfg.experiments[experiment].model.name,
+                "folds_file": str(cfg.folds.path), "folds_digest": folds_digest(folds),
+                "folds": experiment_folds(cfg, experiment, folds), "per_backbone": {},
+                "per_seed": {}, "per_fold": {}}
+    by_backbone = []
+    for backbone in cfg.backbones_for(experiment):
+        by_seed = []
+        for seed in cfg.experiments[experiment].seeds:
+            fold_dirs = [j.folder(cfg.paths.models) for j in jobs
+                         if j.backbone == backbone and j.seed == seed]
+            oof = pd.concat([read_predictions(d / "oof.csv") for d in fold_dirs])
+            oof = oof.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+            parts = {"oof": oof, "test": _mean([read_predictions(d / "test.csv")
+                                                for d in fold_dirs])}
+            if (fold_dirs[0] / "holdout.csv").is_file():
+                parts["holdout"] = _mean([read_predictions(d / "holdout.csv") for d in fold_dirs])
+            seed_dir = exp_dir / backbone / f"seed{seed}"
+            by_seed.append(_write_level(seed_dir, [parts]))
+            cv["per_seed"][f"{backbone}/seed{seed}"] = _score(oof, data.labels)
+            for fold in cv["folds"]:
+                rows = oof[oof["fold"] == fold]
+                cv["per_fold"][f"{backbone}/seed{seed}/fold{fold}"] = _score(rows, data.labels)
+        by_backbone.append(_write_level(exp_dir / backbone, by_seed))
+        cv["per_backbone"][backbone] = _score(by_backbone[-1]["oof"], data.labels)
+    top = _write_level(exp_dir, by_backbone)
+    cv["overall"] = _score(top["oof"], data.labels)
+    if "holdout" in top:
+        cv["holdout"] = _score(top["holdout"], data.labels)
+    cv["heldout_test"] = _score(top["test"], data.test_labels)
+    write_json(exp_dir / "cv.json", cv)
+    write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.resolved()})
+    return cv

@@ -1,0 +1,16 @@
+"""Models: TAEMI and the baselines it is measured against, all built by `create_model`.
+
+Every model takes one batch, a dict with, for each role in ("text", "visual", "audio"):
+
+    batch[role]            (B, K, D) float   the cached, fixed-length steps
+    batch[role + "_valid"] (B, K) bool       which steps hold data
+    batch[role + "_missing"] (B,) bool       the whole modality is absent for this clip
+
+and returns (B, 6) values in [0, 1], one per target. `dims` and `steps` give each role's
+feature width and step count (a role a backbone lacks has width 1 and is always missing).
+"""
+
+from taemi.models import baselines, taemi  # noqa: F401  (registers the models)
+from taemi.models._registry import create_model, list_models, model_parameters, register_model
+
+__all__ = ["create_model", "list_models", "model_parameters", "register_model"]

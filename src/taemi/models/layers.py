@@ -1,0 +1,133 @@
+"""Blocks shared by the models: stream embedding with missing tokens, modality dropout,
+relative-time encoding, masked pooling and the output head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+ROLES = ("text", "visual", "audio")
+N_TARGETS = 6
+
+
+def step_times(valid: Tensor) -> Tensor:
+    """Each step's relative time in its clip, (k + 0.5) / n_valid, so that a word at 40% of
+    a transcript and a frame at 40% of a video get the same time code."""
+    n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    index = torch.arange(valid.shape[1], device=valid.device, dtype=torch.float32)
+    return (index[None] + 0.5) / n_valid
+
+
+class TimeEncoding(nn.Module):
+    """Fourier features of relative time in [0, 1], projected to the model width."""
+
+    def __init__(self, d_model: int, n_freq: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("freq", math.pi * 2.0 ** torch.arange(n_freq).float() / 2,
+                             persistent=False)
+        self.proj = nn.Linear(2 * n_freq, d_model)
+
+    def forward(self, times: Tensor) -> Tensor:
+        angles = times[..., None] * self.freq
+        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class StreamEmbedding(nn.Module):
+    """Project one modality to the model width and add its time code; a learnable
+    missing-modality token stands in for every masked step and for a wholly absent
+    modality, so the model never sees zeros it could mistake for data."""
+
+    def __init__(self, in_dim: int, d_model: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, d_model)
+        self.time = TimeEncoding(d_model)
+        self.missing_token = nn.Parameter(torch.randn(d_model) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor, missing: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the embedded steps (B, K, d) and the mask of real steps (B, K)."""
+        present = valid & ~missing[:, None]
+        h = self.dropout(self.proj(self.norm(x)) + self.time(step_times(valid)))
+        h = torch.where(present[..., None], h, self.missing_token.to(h.dtype))
+        return h, present
+
+
+def drop_modalities(batch: dict[str, Tensor], rates: dict[str, float],
+                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Modality dropout: mark whole modalities missing at random, per clip and per role."""
+    out = dict(batch)
+    for role, rate in rates.items():
+        key = f"{role}_missing"
+        if rate <= 0 or key not in batch:
+            continue
+        missing = batch[key]
+        draw = torch.rand(missing.shape, generator=generator, device="cpu").to(missing.device)
+        out[key] = missing | (draw < rate)
+    return out
+
+
+def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
+    weight = mask.to(h.dtype)[..., None]
+    return (h * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+
+
+class AttentionPool(nn.Module):
+    """A learned query attends over the steps; masked steps get no weight."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(d_model, 1)
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        scores = self.score(h).squeeze(-1).float()
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weight = torch.softmax(scores, dim=1).to(h.dtype)
+        return (weight[..., None] * h).sum(dim=1)
+
+
+class Head(nn.Module):
+    """Pooled features -> six intensities in [0, 1]."""
+
+    def __init__(self, d_in: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(hidden, N_TARGETS),
+        )
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(pooled).float())
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, mult: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model), nn.Linear(d_model, mult * d_model), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(mult * d_model, d_model), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm self-attention + feed-forward; masked keys are ignored."""
+
+    def __init__(self, d_model: int, heads: int, ffn_mult: int, dropout: float,
+                 attn_dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, heads, dropout=attn_dropout,
+                                          batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.ffn = FeedForward(d_model, ffn_mult, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.norm(x)
+        pad = None if mask is None else ~mask
+        out, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
+        return self.ffn(x + self.drop(out))

@@ -1,0 +1,124 @@
+"""TAEMI: Text-Anchored Emotional Mimicry Intensity estimation.
+
+    text tokens ──► queries ─┬─ cross-attention over the visual stream ─┐
+                             └─ cross-attention over the audio stream  ─┴─► fuse with the
+    text tokens ─► (x layers) ─► pool over the words ─► head ─► six intensities in [0, 1]
+
+Transcript tokens anchor the model: they ask the visual and audio streams *where* the
+emotion the words name is shown. Every stream carries a relative-time code, so a word at
+40% of the transcript lines up with the frames at 40% of the clip. Learnable
+missing-modality tokens stand in for absent steps and absent modalities (no face, no
+audio, no speech), and modality dropout trains the model to live without each of them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from taemi.models._registry import register_model
+from taemi.models.layers import (
+    ROLES,
+    FeedForward,
+    Head,
+    SelfAttentionBlock,
+    StreamEmbedding,
+    drop_modalities,
+    masked_mean,
+)
+
+
+class DualCrossAttentionBlock(nn.Module):
+    """Text queries attend to the visual and to the audio stream; the two answers are
+    fused with the queries through a gated projection, then a feed-forward layer."""
+
+    def __init__(self, d_model: int, heads: int, ffn_mult: int, dropout: float,
+                 attn_dropout: float) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(d_model)
+        self.norm_v = nn.LayerNorm(d_model)
+        self.norm_a = nn.LayerNorm(d_model)
+        self.to_visual = nn.MultiheadAttention(d_model, heads, dropout=attn_dropout,
+                                               batch_first=True)
+        self.to_audio = nn.MultiheadAttention(d_model, heads, dropout=attn_dropout,
+                                              batch_first=True)
+        self.fuse = nn.Linear(3 * d_model, 2 * d_model)
+        self.drop = nn.Dropout(dropout)
+        self.ffn = FeedForward(d_model, ffn_mult, dropout)
+
+    def forward(self, q: Tensor, visual: Tensor, audio: Tensor) -> Tensor:
+        h = self.norm_q(q)
+        v, a = self.norm_v(visual), self.norm_a(audio)
+        from_visual, _ = self.to_visual(h, v, v, need_weights=False)
+        from_audio, _ = self.to_audio(h, a, a, need_weights=False)
+        value, gate = self.fuse(torch.cat([h, from_visual, from_audio], dim=-1)).chunk(2, -1)
+        return self.ffn(q + self.drop(value * torch.sigmoid(gate)))
+
+
+class TAEMI(nn.Module):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        d_model: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        stream_layers: int = 1,
+        ffn_mult: int = 2,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.1,
+        head_dropout: float = 0.2,
+        modality_dropout: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.modality_dropout = {"text": 0.1, "visual": 0.3, "audio": 0.3}
+        self.modality_dropout.update(modality_dropout or {})
+        self.embed = nn.ModuleDict({r: StreamEmbedding(dims[r], d_model, dropout) for r in ROLES})
+        self.streams = nn.ModuleDict({
+            r: nn.ModuleList([SelfAttentionBlock(d_model, heads, ffn_mult, dropout, attn_dropout)
+                              for _ in range(stream_layers)])
+            for r in ("visual", "audio")
+        })
+        self.blocks = nn.ModuleList([
+            DualCrossAttentionBlock(d_model, heads, ffn_mult, dropout, attn_dropout)
+            for _ in range(layers)
+        ])
+        self.norm = nn.LayerNorm(d_model)
+        self.head = Head(d_model, d_model, head_dropout)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.training:
+            batch = drop_modalities(batch, self.modality_dropout)
+        h = {}
+        for role in ROLES:
+            h[role], _ = self.embed[role](batch[role], batch[f"{role}_valid"],
+                                          batch[f"{role}_missing"])
+        for role, blocks in self.streams.items():
+            for block in blocks:
+                h[role] = block(h[role])
+        q = h["text"]
+        for block in self.blocks:
+            q = block(q, h["visual"], h["audio"])
+        # pool over the real words; a clip without speech pools its missing-text tokens
+        words = batch["text_valid"] & ~batch["text_missing"][:, None]
+        words = words | ~words.any(dim=1, keepdim=True)
+        return self.head(masked_mean(self.norm(q), words))
+
+
+@register_model
+def taemi(dims: dict[str, int], d_model: int = 64, heads: int = 4, layers: int = 2,
+          stream_layers: int = 1, ffn_mult: int = 2, dropout: float = 0.1,
+          attn_dropout: float = 0.1, head_dropout: float = 0.2,
+          modality_dropout: dict[str, float] | None = None) -> TAEMI:
+    """TAEMI at the kit's default size (tuned for a CPU budget; see benchmarks/RESULTS.md)."""
+    return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
+                 head_dropout, modality_dropout)
+
+
+@register_model
+def taemi_base(dims: dict[str, int], d_model: int = 128, heads: int = 4, layers: int = 2,
+               stream_layers: int = 2, ffn_mult: int = 4, dropout: float = 0.1,
+               attn_dropout: float = 0.1, head_dropout: float = 0.2,
+               modality_dropout: dict[str, float] | None = None) -> TAEMI:
+    """A wider, deeper TAEMI for a GPU box."""
+    return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
+                 head_dropout, modality_dropout)

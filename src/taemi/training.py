@@ -1,0 +1,262 @@
+"""The fold trainer: one model, one fold, from the packed cache to its best checkpoint.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, an optional EMA of the
+weights, optional bf16 autocast, early stopping on the fold's validation mean Pearson with
+the best checkpoint kept, full seeding, CUDA when present. Every epoch is appended to
+`metrics.csv` and its state to `last.pt`, so an interrupted fold resumes at the epoch it
+stopped on and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from taemi.artifacts import atomic_path, write_csv
+from taemi.cache import PackedFeature
+from taemi.config import ROLES, TrainConfig
+from taemi.data import TARGETS
+from taemi.losses import MixedLoss
+from taemi.metrics import score_table
+from taemi.progress import progress
+
+EpochCallback = Callable[[int, float], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class ClipInputs:
+    """Every clip's cached inputs for one backbone, held as float16 tensors.
+
+    Built once per job from the memory-mapped packs; a batch is a gather on the device,
+    so data loading costs next to nothing beside the model step. A role the backbone
+    lacks has width 1 and is missing for every clip.
+    """
+
+    def __init__(self, packs: dict[str, PackedFeature | None], ids: list[str],
+                 steps: dict[str, int] | None = None) -> None:
+        self.ids = list(ids)
+        n = len(self.ids)
+        self.tensors: dict[str, Tensor] = {}
+        for role in ROLES:
+            pack = packs.get(role)
+            if pack is None:
+                k = (steps or {}).get(role, 1)
+                self.tensors[role] = torch.zeros(n, k, 1, dtype=torch.float16)
+                self.tensors[f"{role}_valid"] = torch.ones(n, k, dtype=torch.bool)
+                self.tensors[f"{role}_missing"] = torch.ones(n, dtype=torch.bool)
+                continue
+            rows = pack.rows(self.ids)
+            self.tensors[role] = torch.from_numpy(np.ascontiguousarray(pack.x[rows]))
+            self.tensors[f"{role}_valid"] = torch.from_numpy(np.asarray(pack.valid[rows]))
+            self.tensors[f"{role}_missing"] = torch.from_numpy(pack.missing[rows].copy())
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {role: int(self.tensors[role].shape[-1]) for role in ROLES}
+
+    def to(self, device: torch.device) -> ClipInputs:
+        self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        return self
+
+    def batch(self, index: Tensor, drop: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """Rows `index` as model inputs (float32); roles in `drop` are marked missing."""
+        index = index.to(self.tensors["text"].device)
+        out = {k: v.index_select(0, index) for k, v in self.tensors.items()}
+        for role in ROLES:
+            out[role] = out[role].float()
+        for role in drop:
+            out[f"{role}_missing"] = torch.ones_like(out[f"{role}_missing"])
+        return out
+
+
+class EMA:
+    """Exponential moving average of a model's weights, with the usual early warm-up."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: ClipInputs, index: np.ndarray, batch_size: int = 512,
+            drop: tuple[str, ...] = ()) -> np.ndarray:
+    """Predictions (N, 6) for rows `index`, in that order; `drop` removes modalities."""
+    model.eval()
+    out = []
+    index_t = torch.as_tensor(index, dtype=torch.long)
+    for start in range(0, len(index_t), batch_size):
+        batch = inputs.batch(index_t[start:start + batch_size], drop)
+        out.append(model(batch).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, len(TARGETS)))
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress_ = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+    return factor
+
+
+@dataclass
+class FoldOutcome:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def fit_fold(
+    model: nn.Module,
+    inputs: ClipInputs,
+    train_index: np.ndarray,
+    y_train: np.ndarray,
+    val_index: np.ndarray,
+    y_val: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    workdir: str | os.PathLike,
+    fingerprint: str = "",
+    on_epoch: EpochCallback | None = None,
+    desc: str = "train",
+) -> FoldOutcome:
+    """Train `model` on one fold; the best weights end in `workdir/model.pt` and in `model`.
+
+    `on_epoch(epoch, val_mean_pearson)` is called after every epoch (Optuna's pruner
+    raises from it). State is saved after every epoch to `workdir/last.pt`; a `last.pt`
+    with the same `fingerprint` is resumed, anything else starts afresh.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    model.to(device)
+    inputs.to(device)
+    y_train_t = torch.as_tensor(y_train, dtype=torch.float32, device=device)
+    train_t = torch.as_tensor(train_index, dtype=torch.long)
+    loss_fn = MixedLoss(cfg.loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_index) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
+             "history": [], "seconds": 0.0}
+    last = workdir / "last.pt"
+    if last.is_file():
+        saved = torch.load(last, map_location=device, weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if ema is not None:
+                ema.model.load_state_dict(saved["ema"])
+                ema.updates = saved["ema_updates"]
+            torch.set_rng_state(saved["rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"])
+            state = saved["state"]
+
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_t), generator=torch.Generator().manual_seed(
+            seed * 100_003 + epoch))
+        total, seen = 0.0, 0
+        bar = progress(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                       leave=False, unit="batch")
+        for step in bar:
+            rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch = inputs.batch(train_t[rows])
+            with autocast:
+                pred = model(batch)
+            loss = loss_fn(pred, y_train_t[rows.to(device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            total += loss.detach().item() * len(rows)
+            seen += len(rows)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+
+        judge = ema.model if ema is not None else model
+        val_pred = predict(judge, inputs, val_index, cfg.eval_batch_size)
+        scores = score_table(y_val, val_pred)
+        val_loss = float(loss_fn(torch.from_numpy(val_pred), torch.from_numpy(y_val)))
+        state["seconds"] += time.perf_counter() - started
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+               "val_mean_pearson": scores["mean"],
+               **{f"val_{t}": scores[t] for t in TARGETS},
+               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        state["history"].append(row)
+        if scores["mean"] > state["best_score"] + cfg.min_delta:
+            state.update(best_score=scores["mean"], best_epoch=epoch + 1, bad_epochs=0)
+            with atomic_path(workdir / "model.pt") as tmp:
+                torch.save(judge.state_dict(), tmp)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        write_csv(workdir / "metrics.csv", pd.DataFrame(state["history"]))
+        with atomic_path(last) as tmp:
+            torch.save({
+                "fingerprint": fingerprint, "state": state, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "ema": ema.model.state_dict() if ema is not None else None,
+                "ema_updates": ema.updates if ema is not None else 0,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            }, tmp)
+        if on_epoch is not None:
+            on_epoch(epoch, scores["mean"])
+
+    model.load_state_dict(torch.load(workdir / "model.pt", map_location=device,
+                                     weights_only=True))
+    return FoldOutcome(best_epoch=state["best_epoch"], best_score=state["best_score"],
+                       epochs_run=state["epoch"], seconds=state["seconds"],
+                       history=state["history"])
