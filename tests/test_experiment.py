@@ -1,0 +1,140 @@
+"""The experiment grid: artifacts at every level, skip, retrain on change, atomic writes,
+and the Ray executor giving the local executor's artifacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from taemi.artifacts import atomic_path, read_json, write_json
+from taemi.data import TARGETS
+from taemi.experiment import plan_jobs
+from taemi.folds import read_folds
+from taemi.pipeline import open_data, train_experiments
+
+MODEL = {"name": "taemi", "d_model": 16, "heads": 2, "layers": 1}
+
+
+def grid_config(root: Path, work: Path, **train):
+    return tiny_config(
+        # one thread: bitwise-equal results whatever executor (Ray tasks run on one thread)
+        root, work, train={"epochs": 2, "batch_size": 32, "threads": 1, **train},
+        experiments={"t": {"model": MODEL, "seeds": [0, 1]}},
+        paths={"models": str(work / "models")})
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("grid")
+    cfg = grid_config(tiny_root, work)
+    return cfg, train_experiments(cfg)["t"]
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_artifacts_at_every_level(grid) -> None:
+    cfg, cv = grid
+    exp = cfg.paths.models / "t"
+    folds = read_folds(cfg.folds.path)
+    data = open_data(cfg)
+    for level in (exp, exp / "vit-w2v", exp / "vit-w2v" / "seed1"):
+        oof = pd.read_csv(level / "oof.csv", dtype={"Filename": str})
+        assert sorted(oof["Filename"]) == sorted(folds["Filename"])  # every CV row once
+        assert list(oof.columns) == ["Filename", "fold", *TARGETS]
+        merged = oof.merge(folds, on="Filename", suffixes=("", "_file"))
+        assert (merged["fold"] == merged["fold_file"]).all()
+        test = pd.read_csv(level / "test.csv", dtype={"Filename": str})
+        assert test["Filename"].tolist() == data.test_ids
+    seed_dir = exp / "vit-w2v" / "seed0"
+    fold_tests = [pd.read_csv(seed_dir / f"fold{f}" / "test.csv")[list(TARGETS)] for f in
+                  range(3)]
+    np.testing.assert_allclose(pd.read_csv(seed_dir / "test.csv")[list(TARGETS)],
+                               np.mean(fold_tests, axis=0))
+    for f in range(3):
+        job = seed_dir / f"fold{f}"
+        assert {"model.pt", "metrics.csv", "done.json"} <= {p.name for p in job.iterdir()}
+        assert not (job / "last.pt").exists()
+    saved = read_json(exp / "cv.json")
+    assert saved["overall"]["mean"] == pytest.approx(cv["overall"]["mean"])
+    assert set(saved["per_seed"]) == {"vit-w2v/seed0", "vit-w2v/seed1"}
+    assert len(saved["per_fold"]) == 6 and saved["heldout_test"] is not None
+    assert saved["folds_digest"] and read_json(exp / "config.json")["experiment"] == "t"
+
+
+def test_finished_jobs_are_skipped(grid) -> None:
+    cfg, cv = grid
+    before = mtimes(cfg.paths.models / "t" / "vit-w2v")
+    again = train_experiments(cfg)["t"]
+    after = mtimes(cfg.paths.models / "t" / "vit-w2v")
+    jobs = {k: v for k, v in after.items() if "/fold" in k}
+    assert jobs == {k: before[k] for k in jobs}  # no job file was rewritten
+    assert again["overall"] == cv["overall"]
+
+
+def test_a_lost_job_is_redone_alone_and_a_change_retrains(grid, tiny_root: Path,
+                                                          tmp_path: Path) -> None:
+    cfg, cv = grid
+    seed_dir = cfg.paths.models / "t" / "vit-w2v" / "seed1"
+    (seed_dir / "fold2" / "done.json").unlink()  # as if the run died inside this job
+    others = {k: v for k, v in mtimes(seed_dir).items() if "fold2" not in k and "/fold" in k}
+    again = train_experiments(cfg)["t"]
+    assert {k: v for k, v in mtimes(seed_dir).items() if k in others} == others
+    assert (seed_dir / "fold2" / "done.json").is_file()
+    assert again["overall"]["mean"] == pytest.approx(cv["overall"]["mean"], abs=1e-9)
+
+    copy = tmp_path / "models"
+    shutil.copytree(cfg.paths.models, copy)
+    changed = grid_config(tiny_root, cfg.paths.models.parent, lr=0.003).model_copy(
+        update={"paths": cfg.paths.model_copy(update={"models": copy})})
+    done = copy / "t" / "vit-w2v" / "seed1" / "fold0" / "done.json"
+    stamp = done.stat().st_mtime_ns
+    train_experiments(changed)
+    assert done.stat().st_mtime_ns != stamp
+
+
+def test_atomic_writes_leave_old_file_or_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "cv.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert read_json(target) == {"a": 1}
+    assert os.listdir(tmp_path) == ["cv.json"]
+
+
+def test_fold_subset_and_unknown_fold(grid, tiny_root: Path, tmp_path: Path) -> None:
+    cfg, _ = grid
+    folds = read_folds(cfg.folds.path)
+    sub = tiny_config(tiny_root, tmp_path, experiments={"s": {"model": MODEL, "folds": [1]}})
+    assert [j.fold for j in plan_jobs(sub, "s", folds)] == [1]
+    bad = tiny_config(tiny_root, tmp_path, experiments={"s": {"model": MODEL, "folds": [7]}})
+    with pytest.raises(ValueError, match=r"asks for folds \[7\]"):
+        plan_jobs(bad, "s", folds)
+
+
+def test_ray_executor_matches_local(grid, tmp_path_factory: pytest.TempPathFactory,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+    cfg, cv = grid
+    work = tmp_path_factory.mktemp("r")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    remote = grid_config(Path(cfg.data.root), cfg.paths.models.parent).model_copy(
+        update={"paths": cfg.paths.model_copy(update={"models": work / "models"})})
+    ray.init(num_cpus=2, _temp_dir=str(work / "ray"), include_dashboard=False,
+             log_to_driver=False)
+    try:
+        ray_cv = train_experiments(remote, executor="ray")["t"]
+    finally:
+        ray.shutdown()
+    assert ray_cv["overall"] == cv["overall"]
+    for name in ("oof.csv", "test.csv"):
+        local = pd.read_csv(cfg.paths.models / "t" / name)
+        np.testing.assert_array_equal(pd.read_csv(work / "models" / "t" / name), local)
