@@ -23,7 +23,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
-from taemi.config import Config, config_from_dict
+from taemi.config import ROLES, Config, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
 from taemi.folds import HOLDOUT, folds_digest, read_folds
 from taemi.metrics import score_table
@@ -111,31 +111,31 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
 
-    train_ids = folds.loc[(folds["fold"] != job.fold) & (folds["fold"] != HOLDOUT), ID_COLUMN]
-    val_ids = folds.loc[folds["fold"] == job.fold, ID_COLUMN].tolist()
-    holdout_ids = folds.loc[folds["fold"] == HOLDOUT, ID_COLUMN].tolist()
-    train_ids = train_ids.tolist()
-    ids = train_ids + val_ids + data.test_ids + holdout_ids
-    inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ("text", "visual",
-                                                                          "audio")})
-    spans = np.cumsum([0, len(train_ids), len(val_ids), len(data.test_ids), len(holdout_ids)])
-    train_idx, val_idx, test_idx, holdout_idx = (np.arange(a, b) for a, b in
-                                                 zip(spans[:-1], spans[1:], strict=True))
+    cv = folds["fold"] != HOLDOUT
+    part_ids = {
+        "train": folds.loc[cv & (folds["fold"] != job.fold), ID_COLUMN].tolist(),
+        "val": folds.loc[folds["fold"] == job.fold, ID_COLUMN].tolist(),
+        "test": data.test_ids,
+        "holdout": folds.loc[~cv, ID_COLUMN].tolist(),
+    }
+    ids = [clip for part in part_ids.values() for clip in part]
+    ends = np.cumsum([len(part) for part in part_ids.values()])
+    index = {name: np.arange(end - len(part), end)
+             for (name, part), end in zip(part_ids.items(), ends, strict=True)}
+    inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ROLES})
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
     spec = cfg.experiments[job.experiment].model
     model = create_model(spec.name, dims=inputs.dims, **spec.params())
     train_cfg = cfg.train_for(job.experiment)
-    outcome = fit_fold(model, inputs, train_idx, labels_matrix(data.labels, train_ids),
-                       val_idx, labels_matrix(data.labels, val_ids), train_cfg, job_seed,
-                       folder, fingerprint, desc=job.label)
-    batch = train_cfg.eval_batch_size
-    write_csv(folder / "oof.csv", _frame(val_ids, predict(model, inputs, val_idx, batch),
-                                         job.fold))
-    write_csv(folder / "test.csv", _frame(data.test_ids, predict(model, inputs, test_idx, batch)))
-    if holdout_ids:
-        write_csv(folder / "holdout.csv",
-                  _frame(holdout_ids, predict(model, inputs, holdout_idx, batch)))
+    outcome = fit_fold(model, inputs, index["train"], labels_matrix(data.labels, part_ids["train"]),
+                       index["val"], labels_matrix(data.labels, part_ids["val"]), train_cfg,
+                       job_seed, folder, fingerprint, desc=job.label)
+    for kind, part in (("oof", "val"), ("test", "test"), ("holdout", "holdout")):
+        if part_ids[part]:
+            pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
+            write_csv(folder / f"{kind}.csv",
+                      _frame(part_ids[part], pred, job.fold if kind == "oof" else None))
     summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
                "val_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
                "seconds": outcome.seconds}
