@@ -11,6 +11,7 @@ import pytest
 
 from taemi.config import config_from_dict
 from taemi.data import TARGETS
+from taemi.pipeline import train_experiments
 from taemi.progress import set_quiet
 from taemi.synth import SynthParams, generate
 
@@ -88,3 +89,21 @@ def messy_root(tmp_path: Path) -> Path:
                   "text": ["hello there", "", "wow", None, *["fine"] * 8]}).to_csv(
         root / "transcripts.csv", index=False)
     return root
+
+
+MODEL = {"name": "taemi", "d_model": 16, "heads": 2, "layers": 1}
+
+
+def grid_config(root: Path, work: Path, **train):
+    return tiny_config(
+        # one thread: bitwise-equal results whatever executor (Ray tasks run on one thread)
+        root, work, train={"epochs": 2, "batch_size": 32, "threads": 1, **train},
+        experiments={"t": {"model": MODEL, "seeds": [0, 1]}},
+        paths={"models": str(work / "models")})
+
+
+@pytest.fixture(scope="session")
+def grid(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("grid")
+    cfg = grid_config(tiny_root, work)
+    return cfg, train_experiments(cfg)["t"]

@@ -11,29 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from conftest import MODEL, grid_config, tiny_config
 from taemi.artifacts import atomic_path, read_json, write_json
 from taemi.data import TARGETS
 from taemi.experiment import plan_jobs
 from taemi.folds import read_folds
 from taemi.pipeline import open_data, train_experiments
-
-MODEL = {"name": "taemi", "d_model": 16, "heads": 2, "layers": 1}
-
-
-def grid_config(root: Path, work: Path, **train):
-    return tiny_config(
-        # one thread: bitwise-equal results whatever executor (Ray tasks run on one thread)
-        root, work, train={"epochs": 2, "batch_size": 32, "threads": 1, **train},
-        experiments={"t": {"model": MODEL, "seeds": [0, 1]}},
-        paths={"models": str(work / "models")})
-
-
-@pytest.fixture(scope="module")
-def grid(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("grid")
-    cfg = grid_config(tiny_root, work)
-    return cfg, train_experiments(cfg)["t"]
 
 
 def mtimes(folder: Path) -> dict[str, int]:

@@ -4,6 +4,7 @@
     taemi cache configs/demo.yaml           pack features; print the data report
     taemi folds configs/demo.yaml           write folds/folds.csv
     taemi train configs/demo.yaml           train every experiment's grid
+    taemi robustness demo-taemi             its score with each modality removed
 
 Every command that takes a CONFIG also takes `--set key.path=value` (repeatable) and
 `--quiet`. Bad input ends with one line naming the file, id, column or key, and exit 2.
@@ -67,6 +68,16 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"({cfg.experiment_dir(name) / 'cv.json'})")
 
 
+def cmd_robustness(args: argparse.Namespace) -> None:
+    from taemi.robustness import resolve_experiment, robustness, write_robustness
+
+    cfg, experiment = resolve_experiment(args.experiment, args.models)
+    table = robustness(cfg, experiment)
+    plot = write_robustness(cfg, experiment, table)
+    print(table[["mean", "loss_vs_all"]].round(4).to_string())
+    print(f"table and plot: {plot.with_suffix('.csv')}, {plot}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taemi", description=__doc__.split("\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -102,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only this experiment (repeatable); default: all")
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="where jobs run (default: the config's `executor`)")
+    p = command("robustness", cmd_robustness,
+                "score an experiment's fold models with modalities removed")
+    p.add_argument("experiment", help="experiment folder, or its name under --models")
+    p.add_argument("--models", default="models", help="models folder (default: models)")
     return parser
 
 

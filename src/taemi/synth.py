@@ -9,7 +9,8 @@ assumes:
   video belongs to one split, so the test shows seed videos no model has seen;
 * participants' identity dominates the visual features;
 * each seed has a script: its words carry a stable part of the signal (emotional words
-  load on emotions), and the first emotional word marks *when* the emotion unfolds;
+  load on emotions along directions a sentence encoder would share between words of like
+  meaning), and the first emotional word marks *when* the emotion unfolds;
 * the visual (6.4 steps/s, 384-d) and audio (50 steps/s, 768-d) streams carry the clip's
   expressed emotion inside that time window only, on top of a per-clip nuisance that
   overlaps the emotion directions (so contrast in time pays), with transient corruption;
@@ -36,7 +37,7 @@ from taemi.artifacts import atomic_dir, read_json, write_csv, write_json
 from taemi.data import ID_COLUMN, TARGETS
 from taemi.progress import echo, progress
 
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 REAL_SPLITS = (8072, 4588, 4586)  # train, valid, test clips in Hume-Vidmimic2
 N_TARGETS = len(TARGETS)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
@@ -136,6 +137,11 @@ def make_world(params: SynthParams) -> World:
     for w in np.flatnonzero(emotional):
         k = rng.choice(N_TARGETS, size=rng.integers(1, 3), replace=False)
         loadings[w, k] = rng.uniform(0.5, 1.0, size=len(k))
+    # a sentence encoder's space has meaning: emotional words share decodable directions
+    meaning = rng.standard_normal((N_TARGETS, params.text_dim))
+    meaning *= 3.0 / np.linalg.norm(meaning, axis=1, keepdims=True)
+    word_vectors = rng.standard_normal((params.vocab_size, params.text_dim)) / np.sqrt(
+        params.text_dim / 64) + loadings @ meaning
     return World(
         visual_emotion=v_emo,
         visual_nuisance=v_nui,
@@ -147,7 +153,7 @@ def make_world(params: SynthParams) -> World:
         voice=rng.standard_normal((n_participants, params.audio_dim)).astype(np.float32) * 0.7,
         bias=(rng.standard_normal((n_participants, N_TARGETS)) * 0.1).astype(np.float32),
         words=words,
-        word_vectors=rng.standard_normal((params.vocab_size, params.text_dim)).astype(np.float32),
+        word_vectors=word_vectors.astype(np.float32),
         word_loadings=loadings,
     )
 
