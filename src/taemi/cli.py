@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "score an experiment's fold models with modalities removed")
     p.add_argument("experiment", help="experiment folder, or its name under --models")
     p.add_argument("--models", default="models", help="models folder (default: models)")
+
+    from taemi.extract.cli import add_commands  # feature extraction from raw media
+
+    add_commands(command, with_config)
     return parser
 
 
