@@ -5,6 +5,12 @@
     taemi folds configs/demo.yaml           write folds/folds.csv
     taemi train configs/demo.yaml           train every experiment's grid
     taemi robustness demo-taemi             its score with each modality removed
+    taemi tune configs/demo.yaml            Optuna over the dropout rates
+    taemi stack configs/demo.yaml           nested LightGBM stack
+    taemi submit configs/demo.yaml          validated submission CSV
+    taemi validate FILE --config CONFIG     check any CSV
+    taemi run configs/demo.yaml             all of it, each step skipped when current
+    taemi report configs/demo.yaml          the leaderboard with plots
 
 Every command that takes a CONFIG also takes `--set key.path=value` (repeatable) and
 `--quiet`. Bad input ends with one line naming the file, id, column or key, and exit 2.
@@ -24,8 +30,9 @@ Handler = Callable[[argparse.Namespace], int | None]
 USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
 
 
+
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.set)
+    return load_config(args.config, args.set, args.overlay)
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -78,6 +85,82 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     print(f"table and plot: {plot.with_suffix('.csv')}, {plot}")
 
 
+def cmd_stack(args: argparse.Namespace) -> None:
+    from taemi.pipeline import ensure_stack
+    from taemi.stacking import leaderboard_table
+
+    cfg = _config(args)
+    cv = ensure_stack(cfg)
+    print(leaderboard_table(cv).round(4).to_string())
+    print(f"{cfg.paths.ensembles / cv['ensemble']}: {cv['method']} "
+          f"(CV mean Pearson {cv['overall']['mean']:.4f})")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from taemi.pipeline import ensure_tuning
+
+    cfg = _config(args)
+    overlay = ensure_tuning(cfg, n_trials=args.n_trials)
+    print(overlay.read_text().splitlines()[0].lstrip("# "))
+    print(f"train with it: taemi train {args.config} --overlay {overlay}")
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from taemi.pipeline import ensure_submission
+
+    cfg = _config(args)
+    source = args.source or (cfg.submit.source if cfg.submit else None)
+    name = args.name or (cfg.submit.name if cfg.submit else None)
+    if not source or not name:
+        raise ConfigError("give --from SOURCE and --name NAME (or a `submit` config section)")
+    path = ensure_submission(cfg, source, name, overwrite=args.force)
+    print(f"{path}: valid submission")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from taemi.data import read_id_list
+    from taemi.pipeline import open_data
+    from taemi.submission import submission_problems
+
+    test_ids = None
+    if args.config:
+        test_ids = open_data(load_config(args.config, args.set)).test_ids
+    elif args.test_ids:
+        test_ids = read_id_list(args.test_ids)
+    problems = submission_problems(args.file, test_ids)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    scope = "" if test_ids is not None else " (format only: give --config or --test-ids to " \
+        "check the id set)"
+    print(f"{args.file}: valid submission{scope}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from taemi.pipeline import run_all
+
+    results = run_all(_config(args))
+    board = results["leaderboard"]
+    print("\nleaderboard (mean Pearson: CV / held-out test)")
+    for row in board:
+        cv = "" if row["cv mean"] is None else f"{row['cv mean']:.4f}"
+        test = "" if row["test mean"] is None else f"{row['test mean']:.4f}"
+        print(f"  {row['entry']:<42} {cv:>8} {test:>8}")
+    if "submission" in results:
+        print(f"submission: {results['submission']}")
+    print(f"report: {results['report']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from taemi.pipeline import open_data
+    from taemi.report import write_report
+
+    cfg = _config(args)
+    print(write_report(cfg, open_data(cfg)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taemi", description=__doc__.split("\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -94,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="run config (YAML)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key, e.g. --set train.epochs=3")
+        p.add_argument("--overlay", action="append", default=[], metavar="YAML",
+                       help="merge a YAML overlay (e.g. tuned parameters) into the config")
         return p
 
     p = command("synth", cmd_synth, "generate a dataset in the organisers' layout")
@@ -117,6 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
                 "score an experiment's fold models with modalities removed")
     p.add_argument("experiment", help="experiment folder, or its name under --models")
     p.add_argument("--models", default="models", help="models folder (default: models)")
+
+    p = with_config("stack", cmd_stack, "nested LightGBM stack of trained experiments")
+    p = with_config("tune", cmd_tune, "Optuna search over an experiment's dropout rates")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="finished trials the study should reach (default: tune.n_trials)")
+    p = with_config("submit", cmd_submit, "write a validated challenge submission CSV")
+    p.add_argument("--from", dest="source", default=None,
+                   help="ensemble or experiment name (or folder) whose test.csv to submit")
+    p.add_argument("--name", default=None, help="submissions/<name>.csv")
+    p.add_argument("--force", action="store_true", help="replace a different existing file")
+    p = command("validate", cmd_validate, "check any CSV against the submission format")
+    p.add_argument("file")
+    p.add_argument("--config", default=None, help="take the test ids from this config's data")
+    p.add_argument("--test-ids", default=None, help="or from a test id list")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    with_config("run", cmd_run, "the end-to-end run, each step skipped when current")
+    with_config("report", cmd_report, "leaderboard across experiments and ensembles")
 
     from taemi.extract.cli import add_commands  # feature extraction from raw media
 

@@ -150,6 +150,72 @@ class ExperimentConfig(Section):
         return overrides
 
 
+class StackConfig(Section):
+    """A LightGBM stack over the out-of-fold predictions of trained experiments."""
+
+    name: str
+    experiments: list[str] = Field(min_length=1)
+    level: Literal["experiment", "backbone"] = "backbone"  # one member per experiment/backbone
+    method: Literal["lightgbm", "ridge", "mean", "best"] = "lightgbm"  # what oof/test.csv hold
+    meta_features: list[Literal["lengths", "missing", "transcript_length"]] = Field(
+        default_factory=list)
+    ridge_alpha: float = Field(1.0, gt=0)
+    lightgbm: dict[str, Any] = Field(default_factory=dict)  # LGBMStacker parameters
+
+    @field_validator("lightgbm")
+    @classmethod
+    def _lightgbm_keys(cls, params: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        from taemi.stacking import LGBMStacker
+
+        known = set(inspect.signature(LGBMStacker).parameters)
+        for key in params:
+            if key not in known:
+                raise ValueError(f"LGBMStacker has no parameter {key!r}; it takes "
+                                 f"{sorted(known)}")
+        return params
+
+
+class TuneConfig(Section):
+    """Optuna search over an experiment's dropout rates."""
+
+    experiment: str
+    n_trials: PositiveInt = 20
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    backbone: str | None = None  # None: the experiment's first backbone
+    seed: int = 0
+    epochs: PositiveInt | None = None  # None: the experiment's train.epochs
+    storage: str | None = None  # None: a journal file in the study folder; or an RDB URL
+    study_name: str | None = None  # None: "<config name>-<experiment>"
+    dir: Path = Path("runs/tune")
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: {
+        "text": (0.0, 0.8), "visual": (0.0, 0.6), "audio": (0.0, 0.6),
+        "attn_dropout": (0.0, 0.3), "dropout": (0.0, 0.4), "head_dropout": (0.0, 0.5)})
+    pruner_startup_trials: int = Field(3, ge=0)
+    pruner_warmup_epochs: int = Field(1, ge=0)
+    apply: bool = True  # `taemi run`: train with the best parameters found
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        known = {"text", "visual", "audio", "attn_dropout", "dropout", "head_dropout"}
+        for key, (low, high) in ranges.items():
+            if key not in known:
+                raise ValueError(f"no tunable rate {key!r}; tunable: {sorted(known)}")
+            if not 0 <= low <= high < 1:
+                raise ValueError(f"range for {key!r} must satisfy 0 <= low <= high < 1, "
+                                 f"got [{low}, {high}]")
+        return ranges
+
+
+class SubmitConfig(Section):
+    """The challenge CSV `taemi run` writes: from an ensemble or an experiment."""
+
+    name: str
+    source: str  # an ensemble name (ensembles/<name>) or an experiment name (models/<name>)
+
+
 class PathsConfig(Section):
     models: Path = Path("models")
     ensembles: Path = Path("ensembles")
@@ -167,6 +233,9 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
     executor: Literal["local", "ray"] = "local"
+    stack: StackConfig | None = None
+    tune: TuneConfig | None = None
+    submit: SubmitConfig | None = None
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     @model_validator(mode="after")
@@ -176,6 +245,15 @@ class Config(Section):
                 if backbone not in self.backbones:
                     raise ValueError(f"experiment {name!r} names backbone {backbone!r}, which "
                                      f"is not among backbones {sorted(self.backbones)}")
+        named = [("stack", e) for e in (self.stack.experiments if self.stack else [])]
+        named += [("tune", self.tune.experiment)] if self.tune else []
+        for section, experiment in named:
+            if experiment not in self.experiments:
+                raise ValueError(f"{section} names experiment {experiment!r}, which is not "
+                                 f"among experiments {sorted(self.experiments)}")
+        if self.tune and self.tune.backbone and self.tune.backbone not in self.backbones:
+            raise ValueError(f"tune names backbone {self.tune.backbone!r}, which is not among "
+                             f"backbones {sorted(self.backbones)}")
         return self
 
     def train_for(self, experiment: str) -> TrainConfig:
@@ -271,9 +349,7 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
         raise ConfigError(_describe(err, source)) from None
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply overrides, validate; errors name the file and the key."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -282,4 +358,25 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return tree
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """`overlay` on top of `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
+                overlays: list[str | os.PathLike] | None = None) -> Config:
+    """Read a YAML config, merge overlays (e.g. tuned parameters), apply `key=value`
+    overrides, validate; errors name the file and the key."""
+    tree = _read_yaml(Path(path))
+    for overlay in overlays or []:
+        tree = deep_merge(tree, _read_yaml(Path(overlay)))
     return config_from_dict(apply_overrides(tree, list(overrides or [])), str(path))

@@ -96,11 +96,32 @@ def is_done(folder: Path, fingerprint: str) -> bool:
     return done.is_file() and read_json(done).get("fingerprint") == fingerprint
 
 
+def fold_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
+                packs: dict[str, PackedFeature], fold: int):
+    """One fold's clips as model inputs: the ids of each part (train, val, test, holdout)
+    and their row indices into the inputs."""
+    from taemi.training import ClipInputs
+
+    cv = folds["fold"] != HOLDOUT
+    part_ids = {
+        "train": folds.loc[cv & (folds["fold"] != fold), ID_COLUMN].tolist(),
+        "val": folds.loc[folds["fold"] == fold, ID_COLUMN].tolist(),
+        "test": data.test_ids,
+        "holdout": folds.loc[~cv, ID_COLUMN].tolist(),
+    }
+    ids = [clip for part in part_ids.values() for clip in part]
+    ends = np.cumsum([len(part) for part in part_ids.values()])
+    index = {name: np.arange(end - len(part), end)
+             for (name, part), end in zip(part_ids.items(), ends, strict=True)}
+    inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ROLES})
+    return inputs, part_ids, index
+
+
 def run_job(cfg_tree: dict, job: Job) -> dict:
     """Train and predict one fold model; the same function runs locally and as a Ray task."""
     from taemi.models import create_model
     from taemi.pipeline import open_data
-    from taemi.training import ClipInputs, fit_fold, predict, seed_everything
+    from taemi.training import fit_fold, predict, seed_everything
 
     cfg = config_from_dict(cfg_tree)
     data = open_data(cfg)
@@ -111,18 +132,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
 
-    cv = folds["fold"] != HOLDOUT
-    part_ids = {
-        "train": folds.loc[cv & (folds["fold"] != job.fold), ID_COLUMN].tolist(),
-        "val": folds.loc[folds["fold"] == job.fold, ID_COLUMN].tolist(),
-        "test": data.test_ids,
-        "holdout": folds.loc[~cv, ID_COLUMN].tolist(),
-    }
-    ids = [clip for part in part_ids.values() for clip in part]
-    ends = np.cumsum([len(part) for part in part_ids.values()])
-    index = {name: np.arange(end - len(part), end)
-             for (name, part), end in zip(part_ids.items(), ends, strict=True)}
-    inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ROLES})
+    inputs, part_ids, index = fold_inputs(cfg, data, folds, packs, job.fold)
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
     spec = cfg.experiments[job.experiment].model

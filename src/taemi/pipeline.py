@@ -1,6 +1,7 @@
 """The kit's steps, each a function of the config, each skipped when its output is current.
 
-    data (generate when the config asks) -> cache -> folds -> ...
+    data (generate when the config asks) -> cache -> folds -> tune (optional)
+        -> train the grid -> stack -> submit -> report
 
 The command line (`taemi.cli`) and the end-to-end run call these and nothing else, so a
 step behaves the same whichever way it is started.
@@ -54,12 +55,13 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
 
 
 def train_experiments(cfg: Config, names: list[str] | None = None,
-                      executor: str | None = None) -> dict[str, dict]:
+                      executor: str | None = None,
+                      data: ChallengeData | None = None) -> dict[str, dict]:
     """Train every job of the named experiments (all by default); return their cv.json."""
     from taemi.executors import EXECUTORS
     from taemi.experiment import aggregate, plan_jobs
 
-    data = open_data(cfg)
+    data = data or open_data(cfg)
     ensure_cache(cfg, data, report=False)
     folds = ensure_folds(cfg, data)
     names = names or list(cfg.experiments)
@@ -82,3 +84,88 @@ def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame
     folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins)
     write_folds(folds, f.path)
     return read_folds(Path(f.path))
+
+
+def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:
+    """Nested LightGBM stack of the config's `stack` section (skipped when current)."""
+    from taemi.stacking import run_stack
+
+    data = data or open_data(cfg)
+    packs = {name: pack for (name, _), pack in ensure_cache(cfg, data, report=False).items()}
+    return run_stack(cfg, data, ensure_folds(cfg, data), packs)
+
+
+def ensure_tuning(cfg: Config, data: ChallengeData | None = None,
+                  n_trials: int | None = None) -> Path:
+    """Run or resume the Optuna study; return the best-parameters overlay."""
+    from taemi.tuning import run_tuning
+
+    data = data or open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    ensure_folds(cfg, data)
+    return run_tuning(cfg, data, n_trials)
+
+
+def ensure_robustness(cfg: Config, experiment: str) -> Path:
+    """The experiment's missing-modality table and plot, redone when it was retrained."""
+    from taemi.robustness import robustness, write_robustness
+
+    folder = cfg.experiment_dir(experiment)
+    table = folder / "robustness.csv"
+    if table.is_file() and table.stat().st_mtime_ns >= (folder / "cv.json").stat().st_mtime_ns:
+        return table
+    write_robustness(cfg, experiment, robustness(cfg, experiment))
+    return table
+
+
+def source_folder(cfg: Config, source: str) -> Path:
+    """An ensemble (ensembles/<name>) or an experiment (models/<name>) by name or path."""
+    for folder in (Path(source), cfg.paths.ensembles / source, cfg.paths.models / source):
+        if (folder / "test.csv").is_file() and (folder / "cv.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no ensemble or experiment {source!r} with test predictions "
+                            f"(looked in {source}, {cfg.paths.ensembles / source}, "
+                            f"{cfg.paths.models / source})")
+
+
+def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = False,
+                      data: ChallengeData | None = None) -> Path:
+    """Write submissions/<name>.csv from an ensemble's or experiment's test predictions."""
+    from taemi.experiment import read_predictions
+    from taemi.submission import make_submission, write_submission
+
+    data = data or open_data(cfg)
+    predictions = read_predictions(source_folder(cfg, source) / "test.csv")
+    frame = make_submission(predictions, data.test_ids)
+    return write_submission(frame, cfg.paths.submissions / f"{name}.csv", data.test_ids,
+                            overwrite)
+
+
+def run_all(cfg: Config) -> dict:
+    """The end-to-end run: every step in order, each skipped when its artifacts are current."""
+    from taemi.artifacts import read_json
+    from taemi.config import config_from_dict, deep_merge
+    from taemi.report import write_report
+
+    data = ensure_data(cfg)
+    ensure_cache(cfg, data)
+    ensure_folds(cfg, data)
+    if cfg.tune is not None:
+        overlay = ensure_tuning(cfg, data)
+        if cfg.tune.apply:
+            import yaml
+
+            tuned = deep_merge(cfg.resolved(), yaml.safe_load(overlay.read_text()))
+            cfg = config_from_dict(tuned, str(overlay))
+            echo(f"training with the tuned parameters of {overlay}")
+    results = {"experiments": train_experiments(cfg, data=data)}
+    for name in cfg.experiments:
+        ensure_robustness(cfg, name)
+    if cfg.stack is not None:
+        results["stack"] = ensure_stack(cfg, data)
+    if cfg.submit is not None:
+        results["submission"] = ensure_submission(cfg, cfg.submit.source, cfg.submit.name,
+                                                  data=data)
+    results["report"] = write_report(cfg, data)
+    results["leaderboard"] = read_json(results["report"].with_suffix(".json"))
+    return results

@@ -1,0 +1,105 @@
+"""The CV report (`taemi report`): a leaderboard across experiments and ensembles.
+
+    reports/<config name>/leaderboard.md     the table, the plots, where each number is from
+                          leaderboard.json   the same table as data
+                          per_target.png     per-target Pearson of every entry
+                          oof_scatter.png    out-of-fold predictions of the best entry
+                          robustness_<experiment>.png   copied from the experiment
+
+On generated data the held-out test labels are known: the table shows the test score
+beside the CV score, and the generator's oracle as the ceiling.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from taemi.artifacts import read_json, write_json, write_text
+from taemi.config import Config
+from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
+from taemi.plots import grouped_bars, oof_scatter
+
+
+def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None
+         ) -> dict:
+    row: dict = {"entry": name, "kind": kind, "folder": str(folder) if folder else ""}
+    for target in ("mean", *TARGETS):
+        row[f"cv {target}"] = cv[target] if cv else np.nan
+    row["test mean"] = test["mean"] if test else np.nan
+    return row
+
+
+def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
+    """One row per trained experiment and per stacking method, plus the oracle."""
+    rows = []
+    for name in cfg.experiments:
+        path = cfg.paths.models / name / "cv.json"
+        if path.is_file():
+            cv = read_json(path)
+            rows.append(_row(name, f"experiment ({cv['model']})", cv["overall"],
+                             cv.get("heldout_test"), path.parent))
+    if cfg.stack is not None and (cfg.paths.ensembles / cfg.stack.name / "cv.json").is_file():
+        folder = cfg.paths.ensembles / cfg.stack.name
+        stack = read_json(folder / "cv.json")
+        for method, entry in stack["leaderboard"].items():
+            label = f"{method} ({stack['best_single']})" if method == "best single" else method
+            rows.append(_row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
+                             folder if method == stack["method"] else None))
+    synth = data.root / "synth.json"
+    if synth.is_file():
+        oracle = read_json(synth)["oracle"]
+        rows.append(_row("oracle (sees the noise-free latent)", "ceiling", None,
+                         oracle["test"], None))
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    columns = ["entry", "kind", "cv mean", *[f"cv {t}" for t in TARGETS], "test mean"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and not np.isnan(row[c])
+                 else ("" if isinstance(row[c], float) else str(row[c])) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(cfg: Config, data: ChallengeData) -> Path:
+    """Write the leaderboard (markdown + JSON) and its plots; return the markdown's path."""
+    out = cfg.paths.reports / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    table = leaderboard(cfg, data)
+    write_json(out / "leaderboard.json", table.replace({np.nan: None}).to_dict("records"))
+    parts = [f"# Leaderboard: {cfg.name}", "",
+             f"Data: `{cfg.data.root}`; folds: `{cfg.folds.path}` ({cfg.folds.n_splits} folds, "
+             f"{cfg.folds.scheme}). CV = mean Pearson of out-of-fold predictions; test = "
+             "held-out test labels (generated data only).", "", _markdown(table), ""]
+    scored = table[table["cv mean"].notna()]
+    if not scored.empty:
+        bars = scored.set_index("entry")[[f"cv {t}" for t in ("mean", *TARGETS)]]
+        bars.columns = ["mean", *TARGETS]
+        oracle = table.loc[table["kind"] == "ceiling", "test mean"]
+        grouped_bars(bars, out / "per_target.png", "Out-of-fold Pearson per target",
+                     reference=float(oracle.iloc[0]) if len(oracle) else None)
+        parts += ["![per-target Pearson](per_target.png)", ""]
+        with_folder = scored[scored["folder"] != ""]
+        if not with_folder.empty:
+            best = with_folder.loc[with_folder["cv mean"].idxmax()]
+            oof = pd.read_csv(Path(best["folder"]) / "oof.csv", dtype={ID_COLUMN: str})
+            y = labels_matrix(data.labels, oof[ID_COLUMN])
+            oof_scatter(y, oof[list(TARGETS)].to_numpy(), out / "oof_scatter.png",
+                        f"{best['entry']}: out-of-fold predictions")
+            parts += [f"Out-of-fold predictions of the best entry ({best['entry']}):", "",
+                      "![OOF scatter](oof_scatter.png)", ""]
+    for name in cfg.experiments:
+        plot = cfg.paths.models / name / "robustness.png"
+        if plot.is_file():
+            shutil.copyfile(plot, out / f"robustness_{name}.png")
+            parts += [f"Missing-modality robustness of {name}:", "",
+                      f"![robustness {name}](robustness_{name}.png)", ""]
+    path = out / "leaderboard.md"
+    write_text(path, "\n".join(parts))
+    return path

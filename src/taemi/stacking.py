@@ -1,0 +1,293 @@
+"""Stacking level-1 models with a LightGBM meta-regressor (`taemi stack`).
+
+    ensembles/<name>/oof.csv test.csv cv.json config.json
+
+The stacker's features are the out-of-fold predictions of the chosen experiments (plus
+optional per-clip meta features). It is trained *nested* on the same folds: for each fold
+a stacker is fitted on the other folds' rows and predicts this fold's rows, so its own
+out-of-fold score is honest; its test prediction is the mean of the fold stackers. Every
+experiment in a stack must have been trained on the same folds file: a mismatch, or a
+missing OOF row, is an error. Best single model, mean blend, ridge stack and LightGBM
+stack are reported side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GroupShuffleSplit
+
+from taemi.artifacts import read_json, stable_hash, write_csv, write_json
+from taemi.config import Config, StackConfig
+from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
+from taemi.folds import HOLDOUT, folds_digest, label_groups
+from taemi.metrics import score_table
+from taemi.progress import progress
+
+
+class LGBMStacker(BaseEstimator, RegressorMixin):
+    """One LightGBM booster per target; early stopping on an inner split of the rows.
+
+    The inner split keeps label groups whole (no near-copy of a validation row in the
+    inner training set); the boosters are then refitted on all rows with the number of
+    rounds early stopping chose. Deterministic for a given `random_state`.
+    """
+
+    def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.03,
+                 num_leaves: int = 7, min_child_samples: int = 40, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, reg_lambda: float = 1.0,
+                 early_stopping_rounds: int = 50, inner_fraction: float = 0.2,
+                 random_state: int = 0, n_jobs: int = 1) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.early_stopping_rounds = early_stopping_rounds
+        self.inner_fraction = inner_fraction
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _booster(self, n_estimators: int) -> lgb.LGBMRegressor:
+        return lgb.LGBMRegressor(
+            n_estimators=n_estimators, learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
+            subsample=self.subsample, subsample_freq=1, colsample_bytree=self.colsample_bytree,
+            reg_lambda=self.reg_lambda, random_state=self.random_state, n_jobs=self.n_jobs,
+            deterministic=True, force_row_wise=True, verbose=-1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+            ) -> LGBMStacker:
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        groups = np.arange(len(X)) if groups is None else np.asarray(groups)
+        split = GroupShuffleSplit(1, test_size=self.inner_fraction,
+                                  random_state=self.random_state)
+        inner_train, inner_valid = next(split.split(X, y, groups))
+        self.best_iterations_: list[int] = []
+        self.boosters_: list[lgb.LGBMRegressor] = []
+        for k in range(y.shape[1]):
+            probe = self._booster(self.n_estimators).fit(
+                X[inner_train], y[inner_train, k],
+                eval_X=(X[inner_valid],), eval_y=(y[inner_valid, k],),
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            best = max(1, int(probe.best_iteration_ or self.n_estimators))
+            self.best_iterations_.append(best)
+            self.boosters_.append(self._booster(best).fit(X, y[:, k]))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return np.clip(np.column_stack([b.predict(X) for b in self.boosters_]), 0, 1)
+
+
+class RidgeStacker(BaseEstimator, RegressorMixin):
+    """A ridge regression on the level-1 predictions, clipped to [0, 1]."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+            ) -> RidgeStacker:
+        self.ridge_ = Ridge(alpha=self.alpha).fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.clip(self.ridge_.predict(X), 0, 1)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Level1:
+    """The stack's inputs: OOF and test predictions of every member, aligned by id."""
+
+    names: list[str]  # one per member (experiment or experiment/backbone)
+    ids: list[str]  # CV rows, in folds-file order
+    fold: np.ndarray
+    oof: np.ndarray  # (N, members, 6)
+    test_ids: list[str]
+    test: np.ndarray  # (T, members, 6)
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.oof.reshape(len(self.ids), -1), self.test.reshape(len(self.test_ids), -1)
+
+
+def _member_dirs(cfg: Config, stack: StackConfig) -> dict[str, object]:
+    members = {}
+    for experiment in stack.experiments:
+        exp_dir = cfg.paths.models / experiment
+        if stack.level == "experiment":
+            members[experiment] = exp_dir
+        else:
+            saved = read_json(exp_dir / "config.json") if (exp_dir / "config.json").is_file() \
+                else None
+            if saved is None:
+                raise DataError(f"experiment {experiment!r} has no results in {exp_dir}; "
+                                "run `taemi train` first")
+            backbones = saved["experiments"][experiment]["backbones"] or list(saved["backbones"])
+            for backbone in backbones:
+                members[f"{experiment}/{backbone}"] = exp_dir / backbone
+    return members
+
+
+def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
+                test_ids: list[str]) -> Level1:
+    """Read and check the members' predictions against the folds file."""
+    digest = folds_digest(folds)
+    cv_rows = folds[folds["fold"] != HOLDOUT].reset_index(drop=True)
+    ids = cv_rows[ID_COLUMN].tolist()
+    oof, test = [], []
+    members = _member_dirs(cfg, stack)
+    for name, folder in members.items():
+        experiment = name.split("/")[0]
+        cv_path = cfg.paths.models / experiment / "cv.json"
+        if not cv_path.is_file():
+            raise DataError(f"experiment {experiment!r} has no cv.json in "
+                            f"{cv_path.parent}; run `taemi train` first")
+        cv = read_json(cv_path)
+        if cv["folds_digest"] != digest:
+            raise DataError(
+                f"experiment {experiment!r} was trained on other folds ({cv['folds_file']}, "
+                f"digest {cv['folds_digest']}) than this stack uses ({cfg.folds.path}, "
+                f"digest {digest}); retrain it on the same folds file")
+        frame = pd.read_csv(folder / "oof.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN)
+        missing = [i for i in ids if i not in frame.index]
+        if missing:
+            raise DataError(f"{folder / 'oof.csv'} lacks OOF rows for {len(missing)} of "
+                            f"{len(ids)} CV clips, e.g. {missing[:3]} (was it trained on "
+                            "a subset of folds?)")
+        oof.append(frame.loc[ids, list(TARGETS)].to_numpy())
+        test_frame = pd.read_csv(folder / "test.csv", dtype={ID_COLUMN: str}).set_index(
+            ID_COLUMN)
+        absent = [i for i in test_ids if i not in test_frame.index]
+        if absent:
+            raise DataError(f"{folder / 'test.csv'} lacks test ids, e.g. {absent[:3]}")
+        test.append(test_frame.loc[test_ids, list(TARGETS)].to_numpy())
+    return Level1(list(members), ids, cv_rows["fold"].to_numpy(), np.stack(oof, axis=1),
+                  list(test_ids), np.stack(test, axis=1))
+
+
+def meta_features(data: ChallengeData, packs: dict[str, object], ids: list[str],
+                  names: list[str]) -> np.ndarray:
+    """Per-clip context for the stacker: log valid lengths, missing flags, transcript words."""
+    columns = []
+    for feature, pack in packs.items():
+        rows = pack.rows(ids)
+        if "lengths" in names:
+            columns.append(np.log1p(pack.length[rows].astype(np.float64)))
+        if "missing" in names:
+            columns.append(pack.missing[rows].astype(np.float64))
+        del feature
+    if "transcript_length" in names:
+        texts = data.transcripts
+        columns.append(np.array([len(texts.get(i, "").split()) for i in ids], np.float64))
+    return np.column_stack(columns) if columns else np.zeros((len(ids), 0))
+
+
+# ----------------------------------------------------------------------------- nesting
+
+
+def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.ndarray,
+                       fold: np.ndarray, X_test: np.ndarray, groups: np.ndarray,
+                       desc: str = "stack") -> tuple[np.ndarray, np.ndarray]:
+    """OOF predictions of stackers fitted on the other folds; test = mean of the stackers."""
+    oof = np.zeros_like(y, dtype=np.float64)
+    test = np.zeros((len(X_test), y.shape[1]))
+    folds = np.unique(fold)
+    for k in progress(folds, desc=desc, unit="fold", leave=False):
+        train, held = fold != k, fold == k
+        model = make().fit(X[train], y[train], groups=groups[train])
+        oof[held] = model.predict(X[held])
+        test += model.predict(X_test) / len(folds)
+    return oof, test
+
+
+def _frame(ids: list[str], pred: np.ndarray, fold: np.ndarray | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(pred, columns=list(TARGETS))
+    if fold is not None:
+        frame.insert(0, "fold", fold)
+    frame.insert(0, ID_COLUMN, ids)
+    return frame
+
+
+def stack_fingerprint(cfg: Config, stack: StackConfig) -> str:
+    """What the stack's outputs depend on: its config and its members' predictions."""
+    members = {}
+    for name, folder in _member_dirs(cfg, stack).items():
+        members[name] = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                         for f in (folder / "oof.csv", folder / "test.csv")]
+    return stable_hash({"stack": stack.model_dump(mode="json"), "members": members,
+                        "folds": str(cfg.folds.path)})
+
+
+def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
+              packs: dict[str, object] | None = None) -> dict:
+    """Nested stacking on the folds; writes ensembles/<name>/ and returns its cv.json."""
+    stack = cfg.stack
+    if stack is None:
+        raise DataError("the config has no `stack` section")
+    out = cfg.paths.ensembles / stack.name
+    fingerprint = stack_fingerprint(cfg, stack)
+    if (out / "cv.json").is_file() and read_json(out / "cv.json").get("fingerprint") == \
+            fingerprint:
+        return read_json(out / "cv.json")
+
+    level1 = load_level1(cfg, stack, folds, data.test_ids)
+    y = labels_matrix(data.labels, level1.ids)
+    X, X_test = level1.features()
+    if stack.meta_features:
+        X = np.hstack([X, meta_features(data, packs or {}, level1.ids, stack.meta_features)])
+        X_test = np.hstack([X_test, meta_features(data, packs or {}, level1.test_ids,
+                                                  stack.meta_features)])
+    groups = label_groups(y)
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    member_scores = {n: score_table(y, level1.oof[:, i]) for i, n in enumerate(level1.names)}
+    best = max(member_scores, key=lambda n: member_scores[n]["mean"])
+    i_best = level1.names.index(best)
+    candidates["best single"] = (level1.oof[:, i_best], level1.test[:, i_best])
+    candidates["mean blend"] = (level1.oof.mean(axis=1), level1.test.mean(axis=1))
+    candidates["ridge stack"] = nested_predictions(
+        lambda: RidgeStacker(stack.ridge_alpha), X, y, level1.fold, X_test, groups, "ridge")
+    candidates["lightgbm stack"] = nested_predictions(
+        lambda: LGBMStacker(**stack.lightgbm), X, y, level1.fold, X_test, groups, "lightgbm")
+
+    leaderboard = {}
+    for method, (oof, test) in candidates.items():
+        entry = {"cv": score_table(y, oof)}
+        if data.test_labels is not None:
+            entry["heldout_test"] = score_table(labels_matrix(data.test_labels, level1.test_ids),
+                                                test)
+        leaderboard[method] = entry
+    chosen = {"lightgbm": "lightgbm stack", "ridge": "ridge stack", "mean": "mean blend",
+              "best": "best single"}[stack.method]
+    oof, test = candidates[chosen]
+    write_csv(out / "oof.csv", _frame(level1.ids, oof, level1.fold))
+    write_csv(out / "test.csv", _frame(level1.test_ids, test))
+    cv = {"ensemble": stack.name, "method": chosen, "members": level1.names,
+          "best_single": best, "folds_file": str(cfg.folds.path),
+          "folds_digest": folds_digest(folds), "overall": leaderboard[chosen]["cv"],
+          "leaderboard": leaderboard, "member_scores": member_scores,
+          "fingerprint": fingerprint}
+    write_json(out / "config.json", cfg.resolved())
+    write_json(out / "cv.json", cv)
+    return cv
+
+
+def leaderboard_table(cv: dict) -> pd.DataFrame:
+    """The stack's methods side by side: CV (and held-out test) mean Pearson."""
+    rows = []
+    for method, entry in cv["leaderboard"].items():
+        row = {"method": method, "cv_mean": entry["cv"]["mean"]}
+        if "heldout_test" in entry:
+            row["test_mean"] = entry["heldout_test"]["mean"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")

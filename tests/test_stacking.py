@@ -1,0 +1,133 @@
+"""Stacking: nested on the folds, estimator API, fold-mismatch and missing-row errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, clone
+
+from conftest import tiny_config
+from taemi.artifacts import write_csv, write_json
+from taemi.config import StackConfig
+from taemi.data import TARGETS, DataError
+from taemi.folds import folds_digest, read_folds
+from taemi.pipeline import ensure_folds, ensure_stack, open_data
+from taemi.stacking import LGBMStacker, RidgeStacker, leaderboard_table, nested_predictions
+
+
+class Spy(BaseEstimator):
+    """Remembers which rows it was fitted on; predicts its row ids, to check nesting."""
+
+    log: ClassVar[list] = []
+
+    def fit(self, X, y, groups=None):
+        self.seen_ = set(X[:, 0].astype(int))
+        return self
+
+    def predict(self, X):
+        rows = set(X[:, 0].astype(int))
+        Spy.log.append(rows & self.seen_)
+        return np.zeros((len(X), 6))
+
+
+def test_no_row_is_scored_by_a_stacker_that_saw_it() -> None:
+    X = np.arange(60, dtype=float)[:, None]
+    fold = np.arange(60) % 4
+    Spy.log = []
+    nested_predictions(Spy, X, np.zeros((60, 6)), fold, -np.ones((5, 1)), np.arange(60))
+    held_out = Spy.log[0::2]  # each fold: predict its held rows, then the test rows
+    assert len(held_out) == 4 and all(not overlap for overlap in held_out)
+
+
+def test_lightgbm_stacker_is_a_deterministic_estimator() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 12))
+    y = np.clip(X[:, :6] * 0.8 + 0.1 * rng.random((300, 6)), 0, 1)
+    stacker = LGBMStacker(n_estimators=200, random_state=3)
+    assert stacker.get_params()["random_state"] == 3 and not hasattr(stacker, "boosters_")
+    assert stacker.fit(X, y) is stacker
+    a = stacker.predict(X)
+    b = clone(stacker).fit(X, y).predict(X)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (300, 6) and a.min() >= 0 and a.max() <= 1
+    assert len(stacker.best_iterations_) == 6
+    assert np.corrcoef(a[:, 0], y[:, 0])[0, 1] > 0.8
+    assert RidgeStacker(0.5).fit(X, y).predict(X).shape == (300, 6)
+
+
+def fake_experiment(cfg, name: str, folds: pd.DataFrame, test_ids: list[str], seed: int,
+                    digest: str | None = None, drop_rows: int = 0) -> None:
+    """Write an experiment's artifacts as `taemi train` would, with noisy predictions."""
+    rng = np.random.default_rng(seed)
+    data = open_data(cfg)
+    labels = data.labels.set_index("Filename").loc[folds["Filename"], list(TARGETS)]
+    exp = cfg.paths.models / name
+    oof = folds.copy()
+    oof[list(TARGETS)] = np.clip(labels.to_numpy() + rng.normal(0, 0.3, labels.shape), 0, 1)
+    test = pd.DataFrame(rng.random((len(test_ids), 6)), columns=list(TARGETS))
+    test.insert(0, "Filename", test_ids)
+    for folder in (exp, exp / "vit-w2v"):
+        write_csv(folder / "oof.csv", oof.iloc[drop_rows:])
+        write_csv(folder / "test.csv", test)
+    write_json(exp / "cv.json", {"folds_digest": digest or folds_digest(folds),
+                                 "folds_file": "elsewhere.csv"})
+    write_json(exp / "config.json", {"experiments": {name: {"backbones": ["vit-w2v"]}},
+                                     "backbones": {"vit-w2v": {}}})
+
+
+@pytest.fixture
+def stack_cfg(tiny_root: Path, tmp_path: Path):
+    cfg = tiny_config(tiny_root, tmp_path,
+                      experiments={"a": {}, "b": {}},
+                      stack={"name": "s", "experiments": ["a", "b"],
+                             "meta_features": ["missing", "transcript_length"],
+                             "lightgbm": {"n_estimators": 100}},
+                      paths={"models": str(tmp_path / "models"),
+                             "ensembles": str(tmp_path / "ensembles")})
+    folds = ensure_folds(cfg)
+    test_ids = open_data(cfg).test_ids
+    return cfg, folds, test_ids
+
+
+def test_stack_writes_ensemble_and_leaderboard(stack_cfg) -> None:
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    cv = ensure_stack(cfg)
+    out = cfg.paths.ensembles / "s"
+    oof = pd.read_csv(out / "oof.csv", dtype={"Filename": str})
+    assert sorted(oof["Filename"]) == sorted(folds["Filename"])
+    assert pd.read_csv(out / "test.csv", dtype={"Filename": str})["Filename"].tolist() == test_ids
+    table = leaderboard_table(cv)
+    assert list(table.index) == ["best single", "mean blend", "ridge stack", "lightgbm stack"]
+    assert "test_mean" in table.columns  # generated data: held-out test labels are known
+    assert table.loc["mean blend", "cv_mean"] > table.loc["best single", "cv_mean"]
+    assert cv["members"] == ["a/vit-w2v", "b/vit-w2v"]
+    stamp = (out / "cv.json").stat().st_mtime_ns
+    assert ensure_stack(cfg) == cv and (out / "cv.json").stat().st_mtime_ns == stamp
+
+
+def test_fold_mismatch_and_missing_rows_are_errors(stack_cfg) -> None:
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2, digest="0123456789abcdef")
+    with pytest.raises(DataError, match=r"experiment 'b' was trained on other folds"):
+        ensure_stack(cfg)
+    fake_experiment(cfg, "b", folds, test_ids, 2, drop_rows=3)
+    with pytest.raises(DataError, match=r"lacks OOF rows for 3 of"):
+        ensure_stack(cfg)
+
+
+def test_stack_over_a_trained_grid(grid, tmp_path: Path) -> None:
+    cfg, _ = grid
+    stacked = cfg.model_copy(update={
+        "stack": StackConfig(name="g", experiments=["t"], lightgbm={"n_estimators": 50}),
+        "paths": cfg.paths.model_copy(update={"ensembles": tmp_path})})
+    cv = ensure_stack(stacked)
+    folds = read_folds(cfg.folds.path)
+    assert cv["folds_digest"] == folds_digest(folds)
+    assert (tmp_path / "g" / "oof.csv").is_file()

@@ -1,0 +1,83 @@
+"""Optuna tuning: the pruner wiring, the overlay, resume, and two workers on one study."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import MODEL, tiny_config
+from taemi.config import load_config
+from taemi.pipeline import ensure_cache, ensure_folds, ensure_tuning
+from taemi.tuning import FINISHED, PruningReporter, open_study
+
+
+def test_median_pruner_stops_a_poor_trial() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
+        n_startup_trials=2, n_warmup_steps=0))
+    for _ in range(2):
+        trial = study.ask()
+        report = PruningReporter(trial)
+        for epoch, score in enumerate([0.5, 0.6, 0.7]):
+            report(epoch, score)
+        study.tell(trial, 0.7)
+    poor = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="below the median"):
+        PruningReporter(poor)(0, 0.1)
+    good = study.ask()
+    PruningReporter(good)(0, 0.9)  # above the median: goes on
+
+
+def tune_config(root: Path, work: Path, n_trials: int = 3) -> Path:
+    cfg = tiny_config(root, work, train={"epochs": 2, "batch_size": 32, "threads": 1},
+                      experiments={"t": {"model": MODEL}},
+                      tune={"experiment": "t", "n_trials": n_trials, "folds": [0],
+                            "dir": str(work / "tune"), "pruner_startup_trials": 1},
+                      paths={"models": str(work / "models")})
+    path = work / "tune.yaml"
+    path.write_text(yaml.safe_dump(cfg.resolved()))
+    return path
+
+
+def test_tuning_writes_an_overlay_train_accepts_and_resumes(tiny_root: Path,
+                                                            tmp_path: Path) -> None:
+    path = tune_config(tiny_root, tmp_path)
+    cfg = load_config(path)
+    overlay = ensure_tuning(cfg)
+    tuned = yaml.safe_load(overlay.read_text())["experiments"]["t"]["model"]
+    assert set(tuned["modality_dropout"]) == {"text", "visual", "audio"}
+    assert {"dropout", "attn_dropout", "head_dropout", "d_model"} <= set(tuned)
+    merged = load_config(path, overlays=[overlay])
+    assert merged.experiments["t"].model.params()["modality_dropout"] == \
+        tuned["modality_dropout"]
+    assert merged.experiments["t"].model.params()["d_model"] == MODEL["d_model"]
+    study = open_study(cfg)
+    assert len(study.get_trials(states=FINISHED)) == 3
+    ensure_tuning(cfg)  # resumes: the study already has its trials
+    assert len(open_study(cfg).trials) == 3
+    ensure_tuning(cfg, n_trials=4)  # asks for one more: exactly one more runs
+    assert len(open_study(cfg).get_trials(states=FINISHED)) == 4
+
+
+def test_two_workers_share_one_study(tiny_root: Path, tmp_path: Path) -> None:
+    path = tune_config(tiny_root, tmp_path, n_trials=6)
+    cfg = load_config(path)
+    ensure_cache(cfg, report=False)
+    ensure_folds(cfg)  # written once, before the workers start
+    command = [sys.executable, "-m", "taemi.cli", "tune", str(path), "-q"]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    trials = open_study(cfg).trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials)))  # none counted twice
+    assert all(t.state in FINISHED for t in trials)  # none lost half-way
+    assert 6 <= len(trials) <= 7  # a second worker may start one last trial alongside
+    pids = {t.user_attrs["pid"] for t in trials}
+    assert pids <= {w.pid for w in workers}
