@@ -107,3 +107,42 @@ def grid(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("grid")
     cfg = grid_config(tiny_root, work)
     return cfg, train_experiments(cfg)["t"]
+
+
+def run_config_tree(work: Path) -> dict:
+    """A whole `taemi run` on a tiny generated dataset: synth, tune, grid, stack, submit."""
+    return {
+        "name": "tinyrun",
+        "data": {"root": str(work / "data"), "test_list": "test_split.csv",
+                 "test_labels": "heldout/test_labels.csv"},
+        "synth": {"scale": 0.02, "seed": 5},
+        "cache": {"dir": str(work / "cache"), "steps": {"text": 8, "visual": 8, "audio": 8},
+                  "workers": 1},
+        "folds": {"path": str(work / "folds" / "folds.csv"), "n_splits": 3},
+        "backbones": {"vit-w2v": {}, "vit-mel": {"audio": "logmel"}},
+        "train": {"epochs": 2, "batch_size": 32, "threads": 1},
+        "experiments": {"tiny-taemi": {"model": MODEL},
+                        "tiny-audio": {"model": {"name": "linear_audio"},
+                                       "backbones": ["vit-w2v"]}},
+        "tune": {"experiment": "tiny-taemi", "n_trials": 2, "folds": [0],
+                 "dir": str(work / "tune"), "backbone": "vit-w2v"},
+        "stack": {"name": "tiny-stack", "experiments": ["tiny-taemi", "tiny-audio"],
+                  "lightgbm": {"n_estimators": 50}},
+        "submit": {"name": "tiny-stack", "source": "tiny-stack"},
+        "paths": {"models": str(work / "models"), "ensembles": str(work / "ensembles"),
+                  "submissions": str(work / "submissions"), "reports": str(work / "reports")},
+    }
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """The artifacts of one tiny end-to-end run, and its config file."""
+    import yaml
+
+    from taemi.config import load_config
+    from taemi.pipeline import run_all
+
+    work = tmp_path_factory.mktemp("run")
+    path = work / "tinyrun.yaml"
+    path.write_text(yaml.safe_dump(run_config_tree(work)))
+    return path, run_all(load_config(path))

@@ -53,6 +53,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write atomically; a file that already holds exactly this text is left untouched, so
+    re-running a finished step changes nothing on disk."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -68,8 +73,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame, **kwargs: Any) -> None:
     """Write a CSV atomically; ids stay strings and floats keep full precision."""
     kwargs.setdefault("index", False)
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, **kwargs)
+    write_text(path, frame.to_csv(lineterminator="\n", **kwargs))
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:

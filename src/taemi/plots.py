@@ -1,33 +1,34 @@
-"""PNG plots for numbers a user would rather see than read (matplotlib, no display)."""
+"""PNG plots for numbers a user would rather see than read.
+
+Figures are built with matplotlib's object API (`Figure`, no pyplot), so the kit never
+touches the global backend: it draws the same in a terminal, a server or a notebook.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from taemi.artifacts import atomic_path
 from taemi.data import TARGETS
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return path
 
 
 def bar_chart(values: pd.Series, path: str | os.PathLike, title: str,
               xlabel: str = "mean Pearson r") -> Path:
     """One horizontal bar per entry of `values` (its index names the bars)."""
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(values) + 1.2))
+    fig = Figure(figsize=(7, 0.45 * len(values) + 1.2))
+    ax = fig.subplots()
     ax.barh([str(i) for i in values.index][::-1], values.to_numpy()[::-1])
     for y, v in enumerate(values.to_numpy()[::-1]):
         ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
@@ -41,7 +42,8 @@ def grouped_bars(table: pd.DataFrame, path: str | os.PathLike, title: str,
                  reference_label: str = "oracle") -> Path:
     """One group of bars per row of `table` (its index), one bar per column."""
     columns = columns or ["mean", *TARGETS]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(columns) + 2), 4))
+    fig = Figure(figsize=(max(6, 1.3 * len(columns) + 2), 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(table))
     x = np.arange(len(columns))
     for i, (name, row) in enumerate(table.iterrows()):
@@ -58,7 +60,8 @@ def grouped_bars(table: pd.DataFrame, path: str | os.PathLike, title: str,
 def oof_scatter(y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLike,
                 title: str) -> Path:
     """Predicted against true intensity, one panel per target."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 6.5), sharex=True, sharey=True)
+    fig = Figure(figsize=(10, 6.5))
+    axes = fig.subplots(2, 3, sharex=True, sharey=True)
     for k, ax in enumerate(axes.ravel()):
         ax.scatter(y_true[:, k], y_pred[:, k], s=3, alpha=0.3)
         ax.plot([0, 1], [0, 1], color="k", linewidth=0.8)

@@ -66,9 +66,14 @@ def open_study(cfg: Config) -> optuna.Study:
             optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                          n_warmup_steps=tune.pruner_warmup_epochs)
-    return optuna.create_study(
-        study_name=study_name(cfg), storage=storage, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=tune.seed), pruner=pruner, load_if_exists=True)
+    sampler = optuna.samplers.TPESampler(seed=tune.seed)
+    try:  # loading writes nothing; creating an existing study would append to the journal
+        return optuna.load_study(study_name=study_name(cfg), storage=storage, sampler=sampler,
+                                 pruner=pruner)
+    except KeyError:
+        return optuna.create_study(study_name=study_name(cfg), storage=storage,
+                                   direction="maximize", sampler=sampler, pruner=pruner,
+                                   load_if_exists=True)
 
 
 def finished_trials(study: optuna.Study) -> int:

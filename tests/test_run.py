@@ -1,0 +1,57 @@
+"""The end-to-end run: every artifact, and a rerun that redoes only what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taemi.cli import main
+from taemi.config import load_config
+from taemi.pipeline import open_data, run_all
+from taemi.submission import submission_problems
+
+
+def files(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_run_makes_every_artifact(demo_run) -> None:
+    path, results = demo_run
+    cfg = load_config(path)
+    work = path.parent
+    assert (work / "tune" / "tinyrun-tiny-taemi" / "best.yaml").is_file()
+    assert results["stack"]["method"] == "lightgbm stack"
+    submission = results["submission"]
+    assert submission == work / "submissions" / "tiny-stack.csv"
+    assert submission_problems(submission, open_data(cfg).test_ids) == []
+    entries = [row["entry"] for row in results["leaderboard"]]
+    for expected in ("tiny-taemi", "tiny-audio", "mean blend", "ridge stack", "lightgbm stack"):
+        assert expected in entries
+    assert any(e.startswith("best single") for e in entries)
+    assert any(e.startswith("oracle") for e in entries)
+    report = results["report"].read_text()
+    assert "per_target.png" in report and "robustness_tiny-taemi.png" in report
+    assert (work / "models" / "tiny-taemi" / "robustness.csv").is_file()
+
+
+def test_rerun_skips_what_is_current_and_redoes_what_is_lost(demo_run, capsys) -> None:
+    path, first = demo_run
+    work = path.parent
+    watched = [work / "data", work / "cache", work / "models", work / "ensembles",
+               work / "submissions", work / "tune"]
+    before = {k: v for folder in watched for k, v in files(folder).items()}
+    again = run_all(load_config(path))
+    after = {k: v for folder in watched for k, v in files(folder).items()}
+    changed = [k for k in before if after.get(k) != before[k]]
+    assert changed == [], changed[:5]
+    assert again["stack"] == first["stack"]
+
+    lost = work / "models" / "tiny-taemi" / "vit-mel" / "seed0" / "fold1" / "done.json"
+    lost.unlink()
+    (work / "ensembles" / "tiny-stack" / "cv.json").unlink()
+    assert main(["run", str(path), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "lightgbm stack" in out and "submission:" in out
+    after = {k: v for folder in watched for k, v in files(folder).items()}
+    redone = sorted({str(Path(k).parent) for k in before if after.get(k) != before[k]})
+    job_dirs = [d for d in redone if "/seed" in d and "/fold" in d]
+    assert job_dirs == [str(lost.parent)]
