@@ -47,3 +47,21 @@ def test_missing_required_key_and_file(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_overlays_merge_before_overrides(tmp_path: Path) -> None:
+    overlay = tmp_path / "best.yaml"
+    overlay.write_text("experiments:\n  demo-taemi:\n    model:\n      dropout: 0.25\n"
+                       "      modality_dropout: {text: 0.5}\n")
+    cfg = load_config(CONFIGS / "demo.yaml", ["train.epochs=2"], overlays=[overlay])
+    params = cfg.experiments["demo-taemi"].model.params()
+    assert params == {"dropout": 0.25, "modality_dropout": {"text": 0.5}}
+    assert cfg.experiments["demo-taemi"].model.name == "taemi"  # merged, not replaced
+    assert cfg.train.epochs == 2
+
+
+def test_sections_must_name_known_experiments() -> None:
+    with pytest.raises(ConfigError, match=r"stack names experiment 'nope'"):
+        load_config(CONFIGS / "demo.yaml", ["stack.experiments=[nope]"])
+    with pytest.raises(ConfigError, match=r"LGBMStacker has no parameter 'leaves'"):
+        load_config(CONFIGS / "demo.yaml", ["stack.lightgbm.leaves=3"])
