@@ -133,6 +133,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
         return {**read_json(folder / "done.json"), "skipped": True}
 
     inputs, part_ids, index = fold_inputs(cfg, data, folds, packs, job.fold)
+    del packs  # the inputs hold their own copy: unmap the packs, halving resident memory
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
     spec = cfg.experiments[job.experiment].model

@@ -50,7 +50,7 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
             features=[p.report for p in packs.values()],
             transcripts=data.transcript_report() if data.transcripts else None,
         )
-        echo(summary.format())
+        print(summary.format(), flush=True)  # not progress: shown even when quiet
     return packs
 
 
