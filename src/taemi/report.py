@@ -57,7 +57,8 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
+    """The leaderboard as a markdown table (empty cells where a score does not exist)."""
     columns = ["entry", "kind", "cv mean", *[f"cv {t}" for t in TARGETS], "test mean"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
@@ -76,7 +77,7 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
     parts = [f"# Leaderboard: {cfg.name}", "",
              f"Data: `{cfg.data.root}`; folds: `{cfg.folds.path}` ({cfg.folds.n_splits} folds, "
              f"{cfg.folds.scheme}). CV = mean Pearson of out-of-fold predictions; test = "
-             "held-out test labels (generated data only).", "", _markdown(table), ""]
+             "held-out test labels (generated data only).", "", markdown_table(table), ""]
     scored = table[table["cv mean"].notna()]
     if not scored.empty:
         bars = scored.set_index("entry")[[f"cv {t}" for t in ("mean", *TARGETS)]]
