@@ -36,3 +36,12 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch,
     assert "taemi folds: error: data root nowhere does not exist" in err
     assert main(["cache", "x.yaml", "--set", "cache.step=3"]) == 2
     assert "config key 'cache.step': unknown key" in capsys.readouterr().err
+
+
+def test_submit_needs_a_source(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("x.yaml").write_text(yaml.safe_dump({"data": {"root": "nowhere"}}))
+    assert main(["submit", "x.yaml"]) == 2
+    assert "give --from SOURCE and --name NAME" in capsys.readouterr().err
+    assert main(["submit", "x.yaml", "--from", "ghost", "--name", "a"]) == 2
+    assert "no ensemble or experiment 'ghost'" in capsys.readouterr().err

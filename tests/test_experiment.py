@@ -121,3 +121,18 @@ def test_ray_executor_matches_local(grid, tmp_path_factory: pytest.TempPathFacto
     for name in ("oof.csv", "test.csv"):
         local = pd.read_csv(cfg.paths.models / "t" / name)
         np.testing.assert_array_equal(pd.read_csv(work / "models" / "t" / name), local)
+
+
+def test_validation_kept_as_holdout(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_root, tmp_path, train={"epochs": 1, "batch_size": 32},
+                      folds={"path": str(tmp_path / "folds.csv"), "n_splits": 2,
+                             "scheme": "train"},
+                      experiments={"h": {"model": MODEL}},
+                      paths={"models": str(tmp_path / "models")})
+    cv = train_experiments(cfg)["h"]
+    data = open_data(cfg)
+    holdout = pd.read_csv(tmp_path / "models" / "h" / "holdout.csv", dtype={"Filename": str})
+    assert holdout["Filename"].tolist() == data.valid["Filename"].tolist()
+    oof = pd.read_csv(tmp_path / "models" / "h" / "oof.csv", dtype={"Filename": str})
+    assert set(oof["Filename"]) == set(data.train["Filename"])  # validation never in CV
+    assert cv["holdout"] is not None and "mean" in cv["holdout"]
