@@ -111,7 +111,7 @@ def main() -> None:
     backbone = next(iter(cfg.backbones))
     inputs = ClipInputs(open_packs(cfg, data, backbone), ids).to(device)
     y = torch.as_tensor(labels_matrix(data.labels, ids), dtype=torch.float32, device=device)
-    dtype = torch.bfloat16 if args.bf16 and device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
     peak = matmul_rate(device, dtype)
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else
                f"cpu ({torch.get_num_threads()} threads)", "backbone": backbone,

@@ -67,6 +67,10 @@ class PackedFeature:
         self.length = np.load(self.folder / "length.npy")
         self.missing = np.load(self.folder / "missing.npy")
 
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole pack (x, valid) in memory, read plainly rather than memory-mapped."""
+        return np.load(self.folder / "x.npy"), np.load(self.folder / "valid.npy")
+
     @cached_property
     def row_of(self) -> dict[str, int]:
         return {clip: row for row, clip in enumerate(self.ids)}

@@ -83,7 +83,9 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
     })
 
 
-def _frame(ids: list[str], pred: np.ndarray, fold: int | None = None) -> pd.DataFrame:
+def prediction_frame(ids: list[str], pred: np.ndarray,
+                     fold: int | np.ndarray | None = None) -> pd.DataFrame:
+    """Predictions as the kit writes them: Filename, (fold,) the six targets."""
     frame = pd.DataFrame(pred, columns=list(TARGETS))
     if fold is not None:
         frame.insert(0, "fold", fold)
@@ -146,7 +148,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
         if part_ids[part]:
             pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
             write_csv(folder / f"{kind}.csv",
-                      _frame(part_ids[part], pred, job.fold if kind == "oof" else None))
+                      prediction_frame(part_ids[part], pred, job.fold if kind == "oof" else None))
     summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
                "val_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
                "seconds": outcome.seconds}

@@ -26,6 +26,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.config import Config, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
+from taemi.experiment import prediction_frame
 from taemi.folds import HOLDOUT, folds_digest, label_groups
 from taemi.metrics import score_table
 from taemi.progress import progress
@@ -211,14 +212,6 @@ def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.n
     return oof, test
 
 
-def _frame(ids: list[str], pred: np.ndarray, fold: np.ndarray | None = None) -> pd.DataFrame:
-    frame = pd.DataFrame(pred, columns=list(TARGETS))
-    if fold is not None:
-        frame.insert(0, "fold", fold)
-    frame.insert(0, ID_COLUMN, ids)
-    return frame
-
-
 def stack_fingerprint(cfg: Config, stack: StackConfig) -> str:
     """What the stack's outputs depend on: its config and its members' predictions."""
     members = {}
@@ -270,8 +263,8 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     chosen = {"lightgbm": "lightgbm stack", "ridge": "ridge stack", "mean": "mean blend",
               "best": "best single"}[stack.method]
     oof, test = candidates[chosen]
-    write_csv(out / "oof.csv", _frame(level1.ids, oof, level1.fold))
-    write_csv(out / "test.csv", _frame(level1.test_ids, test))
+    write_csv(out / "oof.csv", prediction_frame(level1.ids, oof, level1.fold))
+    write_csv(out / "test.csv", prediction_frame(level1.test_ids, test))
     cv = {"ensemble": stack.name, "method": chosen, "members": level1.names,
           "best_single": best, "folds_file": str(cfg.folds.path),
           "folds_digest": folds_digest(folds), "overall": leaderboard[chosen]["cv"],

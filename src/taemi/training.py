@@ -47,30 +47,33 @@ def pick_device(name: str) -> torch.device:
 
 
 class ClipInputs:
-    """Every clip's cached inputs for one backbone, held as float16 tensors.
+    """Every clip's cached inputs for one backbone, held in memory as float16 tensors.
 
-    Built once per job from the memory-mapped packs; a batch is a gather on the device,
-    so data loading costs next to nothing beside the model step. A role the backbone
-    lacks has width 1 and is missing for every clip.
+    Each role's pack is read whole (a plain read, not a memory map, so its pages are not
+    counted twice) in the pack's own row order; `ids` only map to rows. A batch is a gather
+    on the device, so data loading costs next to nothing beside the model step. A role the
+    backbone lacks has width 1 and is missing for every clip.
     """
 
     def __init__(self, packs: dict[str, PackedFeature | None], ids: list[str],
                  steps: dict[str, int] | None = None) -> None:
         self.ids = list(ids)
-        n = len(self.ids)
         self.tensors: dict[str, Tensor] = {}
+        self.rows: dict[str, Tensor] = {}  # role -> row of each of `ids` in its tensors
         for role in ROLES:
             pack = packs.get(role)
             if pack is None:
                 k = (steps or {}).get(role, 1)
-                self.tensors[role] = torch.zeros(n, k, 1, dtype=torch.float16)
-                self.tensors[f"{role}_valid"] = torch.ones(n, k, dtype=torch.bool)
-                self.tensors[f"{role}_missing"] = torch.ones(n, dtype=torch.bool)
+                self.tensors[role] = torch.zeros(1, k, 1, dtype=torch.float16)
+                self.tensors[f"{role}_valid"] = torch.ones(1, k, dtype=torch.bool)
+                self.tensors[f"{role}_missing"] = torch.ones(1, dtype=torch.bool)
+                self.rows[role] = torch.zeros(len(self.ids), dtype=torch.long)
                 continue
-            rows = pack.rows(self.ids)
-            self.tensors[role] = torch.from_numpy(np.ascontiguousarray(pack.x[rows]))
-            self.tensors[f"{role}_valid"] = torch.from_numpy(np.asarray(pack.valid[rows]))
-            self.tensors[f"{role}_missing"] = torch.from_numpy(pack.missing[rows].copy())
+            x, valid = pack.read()
+            self.tensors[role] = torch.from_numpy(x)
+            self.tensors[f"{role}_valid"] = torch.from_numpy(valid)
+            self.tensors[f"{role}_missing"] = torch.from_numpy(pack.missing.copy())
+            self.rows[role] = torch.from_numpy(pack.rows(self.ids))
 
     @property
     def dims(self) -> dict[str, int]:
@@ -78,14 +81,18 @@ class ClipInputs:
 
     def to(self, device: torch.device) -> ClipInputs:
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        self.rows = {k: v.to(device) for k, v in self.rows.items()}
         return self
 
     def batch(self, index: Tensor, drop: tuple[str, ...] = ()) -> dict[str, Tensor]:
-        """Rows `index` as model inputs (float32); roles in `drop` are marked missing."""
-        index = index.to(self.tensors["text"].device)
-        out = {k: v.index_select(0, index) for k, v in self.tensors.items()}
+        """Clips `ids[index]` as model inputs (float32); roles in `drop` are marked missing."""
+        index = index.to(self.rows["text"].device)
+        out = {}
         for role in ROLES:
-            out[role] = out[role].float()
+            rows = self.rows[role].index_select(0, index)
+            out[role] = self.tensors[role].index_select(0, rows).float()
+            out[f"{role}_valid"] = self.tensors[f"{role}_valid"].index_select(0, rows)
+            out[f"{role}_missing"] = self.tensors[f"{role}_missing"].index_select(0, rows)
         for role in drop:
             out[f"{role}_missing"] = torch.ones_like(out[f"{role}_missing"])
         return out

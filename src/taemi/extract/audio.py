@@ -48,7 +48,7 @@ from taemi.extract.common import (
     select,
     write_feature,
 )
-from taemi.extract.media import SAMPLE_RATE, MediaError, read_audio
+from taemi.extract.media import SAMPLE_RATE, MediaError, decoded_audio
 from taemi.progress import progress
 
 LOGMEL = "logmel"
@@ -175,14 +175,6 @@ def load_encoder(spec: str, device: str = "auto", layer: int = -1, chunk_seconds
 # ----------------------------------------------------------------------------- the run
 
 
-def _decoded(clips: dict[str, Path]):
-    for clip, path in clips.items():
-        try:
-            yield clip, read_audio(path)
-        except MediaError as err:
-            yield clip, err
-
-
 def extract_audio(root: str | os.PathLike, model: str | None = None, out: str | None = None,
                   logmel: bool = False, logmel_out: str = LOGMEL, layer: int = -1,
                   chunk_seconds: float = 30.0, batch_size: int = 4, device: str = "auto",
@@ -219,15 +211,13 @@ def extract_audio(root: str | os.PathLike, model: str | None = None, out: str | 
     started = time.perf_counter()
     try:
         with progress(total=len(todo), desc="audio", unit="clip") as bar:
-            for clip, wave in prefetch(_decoded({c: clips[c] for c in todo}), depth=4):
+            for clip, wave in prefetch(decoded_audio({c: clips[c] for c in todo}), depth=4):
                 for name, fn in outputs.items():
                     summary = summaries[name]
                     if not force and feature_path(folders[name], clip).is_file():
                         summary.skipped += 1  # the other output was the one missing
                     elif isinstance(wave, MediaError):
-                        logs[name].record(clip, str(wave))
-                        summary.failures[clip] = str(wave)
-                        summary.failed += 1
+                        summary.fail(clip, str(wave), logs[name])
                     else:
                         write_feature(folders[name], clip, fn(wave))
                         logs[name].clear(clip)

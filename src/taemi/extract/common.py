@@ -186,6 +186,12 @@ class Summary:
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
 
+    def fail(self, clip: str, reason: str, log: FailureLog) -> None:
+        """Count a clip that could not be read, and record why in the folder's log."""
+        log.record(clip, reason)
+        self.failures[clip] = reason
+        self.failed += 1
+
     @property
     def rate(self) -> float:
         done = self.written + self.failed + self.empty

@@ -96,3 +96,12 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if samples.size == 0:
         raise MediaError(f"{path}: no audio samples could be decoded")
     return samples
+
+
+def decoded_audio(clips: dict[str, Path]) -> Iterator[tuple[str, np.ndarray | MediaError]]:
+    """Each clip's 16 kHz waveform, or the error that kept it from being read."""
+    for clip, path in clips.items():
+        try:
+            yield clip, read_audio(path)
+        except MediaError as err:
+            yield clip, err

@@ -177,9 +177,7 @@ def extract_text(root: str | os.PathLike, model: str, transcripts: str = "transc
                         failures.clear(clip)
                         summary.written += 1
                     else:  # text the tokeniser turns into nothing (e.g. only control chars)
-                        failures.record(clip, "transcript has no tokens")
-                        summary.failures[clip] = "transcript has no tokens"
-                        summary.failed += 1
+                        summary.fail(clip, "transcript has no tokens", failures)
                     bar.update()
     finally:
         summary.seconds = time.perf_counter() - started

@@ -40,7 +40,7 @@ from taemi.extract.common import (
     resolve_model,
     select,
 )
-from taemi.extract.media import MediaError, NoAudioTrack, read_audio
+from taemi.extract.media import MediaError, NoAudioTrack, decoded_audio
 from taemi.progress import progress
 
 DEFAULT_MODEL = "large-v3"
@@ -78,14 +78,6 @@ def _write(path: Path, rows: dict[str, str]) -> None:
     write_csv(path, pd.DataFrame({ID_COLUMN: ids, "text": [rows[i] for i in ids]}))
 
 
-def _decoded(clips: dict[str, Path]):
-    for clip, path in clips.items():
-        try:
-            yield clip, read_audio(path)
-        except MediaError as err:
-            yield clip, err
-
-
 def transcribe(root: str | os.PathLike, model: str = DEFAULT_MODEL,
                out: str = "transcripts.csv", language: str | None = "en",
                device: str = "auto", compute_type: str = "auto", beam_size: int = 5,
@@ -117,15 +109,13 @@ def transcribe(root: str | os.PathLike, model: str = DEFAULT_MODEL,
     started = time.perf_counter()
     try:
         with progress(total=len(todo), desc="transcribe", unit="clip") as bar:
-            for clip, wave in prefetch(_decoded({c: clips[c] for c in todo}), depth=4):
+            for clip, wave in prefetch(decoded_audio({c: clips[c] for c in todo}), depth=4):
                 if isinstance(wave, NoAudioTrack):
                     rows[clip] = ""
                     failures.record(clip, f"{wave} (empty transcript written)")
                     summary.empty += 1
                 elif isinstance(wave, MediaError):
-                    failures.record(clip, str(wave))
-                    summary.failures[clip] = str(wave)
-                    summary.failed += 1
+                    summary.fail(clip, str(wave), failures)
                 else:
                     rows[clip] = whisper(wave)
                     failures.clear(clip)

@@ -226,9 +226,7 @@ def extract_video(root: str | os.PathLike, backbone: str, out: str | None = None
                     failures.clear(clip)
                     summary.written += 1
                 else:
-                    failures.record(clip, info)
-                    summary.failures[clip] = info
-                    summary.failed += 1
+                    summary.fail(clip, info, failures)
                 bar.update()
     finally:
         summary.seconds = time.perf_counter() - started
