@@ -108,6 +108,13 @@ class ModelSpec(Section):
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def resolved(self) -> dict[str, Any]:
+        """Name and every parameter, defaults included: a changed default changes it too."""
+        from taemi.models import model_parameters
+
+        defaults = {k: v for k, v in model_parameters(self.name).items() if k != "dims"}
+        return {"name": self.name, **defaults, **self.params()}
+
 
 class TrainConfig(Section):
     """How one fold model is trained."""

@@ -76,7 +76,7 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
                     digest: str) -> str:
     exp = cfg.experiments[job.experiment]
     return stable_hash({
-        "model": exp.model.model_dump(mode="json"),
+        "model": exp.model.resolved(),
         "train": cfg.train_for(job.experiment).model_dump(mode="json"),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
         "folds": digest, "seed": job.seed, "fold": job.fold,

@@ -2,7 +2,8 @@
 
     text tokens ──► queries ─┬─ cross-attention over the visual stream ─┐
                              └─ cross-attention over the audio stream  ─┴─► fuse with the
-    text tokens ─► (x layers) ─► pool over the words ─► head ─► six intensities in [0, 1]
+    text tokens ─► (x layers) ─► pool over the words ─┬─► head ─► six intensities in [0, 1]
+    visual, audio streams ─► attention pools ──────────┘   (stream_pool)
 
 Transcript tokens anchor the model: they ask the visual and audio streams *where* the
 emotion the words name is shown. Every stream carries a relative-time code, so a word at
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from taemi.models._registry import register_model
 from taemi.models.layers import (
     ROLES,
+    AttentionPool,
     FeedForward,
     Head,
     SelfAttentionBlock,
@@ -68,6 +70,7 @@ class TAEMI(nn.Module):
         attn_dropout: float = 0.1,
         head_dropout: float = 0.2,
         modality_dropout: dict[str, float] | None = None,
+        stream_pool: bool = True,
     ) -> None:
         super().__init__()
         # text is dropped most: transcripts of one seed video recur, a shortcut to its label
@@ -84,7 +87,11 @@ class TAEMI(nn.Module):
             for _ in range(layers)
         ])
         self.norm = nn.LayerNorm(d_model)
-        self.head = Head(d_model, d_model, head_dropout)
+        # each stream's own attention-pooled summary beside the text-anchored one, so that
+        # a stream is never read only through the words (which are often absent)
+        self.pools = nn.ModuleDict({r: AttentionPool(d_model) for r in self.streams}) \
+            if stream_pool else None
+        self.head = Head(d_model * (1 + len(self.pools or {})), d_model, head_dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.training:
@@ -102,24 +109,29 @@ class TAEMI(nn.Module):
         # pool over the real words; a clip without speech pools its missing-text tokens
         words = batch["text_valid"] & ~batch["text_missing"][:, None]
         words = words | ~words.any(dim=1, keepdim=True)
-        return self.head(masked_mean(self.norm(q), words))
+        pooled = [masked_mean(self.norm(q), words)]
+        for role, pool in (self.pools or {}).items():
+            present = batch[f"{role}_valid"] & ~batch[f"{role}_missing"][:, None]
+            pooled.append(pool(h[role], present | ~present.any(dim=1, keepdim=True)))
+        return self.head(torch.cat(pooled, dim=-1))
 
 
 @register_model
 def taemi(dims: dict[str, int], d_model: int = 64, heads: int = 4, layers: int = 2,
           stream_layers: int = 1, ffn_mult: int = 2, dropout: float = 0.1,
           attn_dropout: float = 0.1, head_dropout: float = 0.2,
-          modality_dropout: dict[str, float] | None = None) -> TAEMI:
+          modality_dropout: dict[str, float] | None = None, stream_pool: bool = True) -> TAEMI:
     """TAEMI at the kit's default size (tuned for a CPU budget; see benchmarks/RESULTS.md)."""
     return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
-                 head_dropout, modality_dropout)
+                 head_dropout, modality_dropout, stream_pool)
 
 
 @register_model
 def taemi_base(dims: dict[str, int], d_model: int = 128, heads: int = 4, layers: int = 2,
                stream_layers: int = 2, ffn_mult: int = 4, dropout: float = 0.1,
                attn_dropout: float = 0.1, head_dropout: float = 0.2,
-               modality_dropout: dict[str, float] | None = None) -> TAEMI:
+               modality_dropout: dict[str, float] | None = None,
+               stream_pool: bool = True) -> TAEMI:
     """A wider, deeper TAEMI for a GPU box."""
     return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
-                 head_dropout, modality_dropout)
+                 head_dropout, modality_dropout, stream_pool)
