@@ -59,6 +59,26 @@ def test_lightgbm_stacker_is_a_deterministic_estimator() -> None:
     assert RidgeStacker(0.5).fit(X, y).predict(X).shape == (300, 6)
 
 
+def test_linear_base_beats_trees_alone_on_a_linear_blend() -> None:
+    """Members whose best blend is linear: trees alone fit it in steps, the base does not."""
+    rng = np.random.default_rng(1)
+    members = rng.random((800, 12))
+    meta = rng.random((800, 3))  # context columns, for the trees only
+    weights = rng.dirichlet(np.ones(12), size=6).T  # each target blends all 12 columns
+    y = members @ weights + 0.02 * rng.standard_normal((800, 6))
+    X = np.hstack([members, meta])
+    train, held = slice(0, 600), slice(600, None)
+
+    def held_error(stacker: LGBMStacker) -> float:
+        return float(np.mean((stacker.fit(X[train], y[train]).predict(X[held]) - y[held]) ** 2))
+
+    with_base = LGBMStacker(linear_columns=12)
+    trees_only = LGBMStacker(linear_base=False)
+    noise = 0.02 ** 2
+    assert held_error(with_base) < 1.5 * noise < held_error(trees_only)
+    assert with_base.base_.n_features_in_ == 12  # meta columns never enter the ridge
+
+
 def fake_experiment(cfg, name: str, folds: pd.DataFrame, test_ids: list[str], seed: int,
                     digest: str | None = None, drop_rows: int = 0) -> None:
     """Write an experiment's artifacts as `taemi train` would, with noisy predictions."""

@@ -165,8 +165,8 @@ class StackConfig(Section):
     level: Literal["experiment", "backbone"] = "backbone"  # one member per experiment/backbone
     method: Literal["lightgbm", "ridge", "mean", "best"] = "lightgbm"  # what oof/test.csv hold
     meta_features: list[Literal["lengths", "missing", "transcript_length"]] = Field(
-        default_factory=list)
-    ridge_alpha: float = Field(1.0, gt=0)
+        default_factory=list)  # per-clip context for the LightGBM trees
+    ridge_alpha: float = Field(1.0, gt=0)  # the ridge stack, also the LightGBM stack's base
     lightgbm: dict[str, Any] = Field(default_factory=dict)  # LGBMStacker parameters
 
     @field_validator("lightgbm")
