@@ -22,6 +22,7 @@ from taemi.artifacts import read_json, write_json, write_text
 from taemi.config import Config
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
 from taemi.plots import grouped_bars, oof_scatter
+from taemi.stacking import METHODS
 
 
 def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None
@@ -45,7 +46,8 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
     if cfg.stack is not None and (cfg.paths.ensembles / cfg.stack.name / "cv.json").is_file():
         folder = cfg.paths.ensembles / cfg.stack.name
         stack = read_json(folder / "cv.json")
-        for method, entry in stack["leaderboard"].items():
+        for method in METHODS.values():
+            entry = stack["leaderboard"][method]
             label = f"{method} ({stack['best_single']})" if method == "best single" else method
             rows.append(_row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
                              folder if method == stack["method"] else None))

@@ -32,6 +32,10 @@ from taemi.folds import HOLDOUT, folds_digest, label_groups
 from taemi.metrics import score_table
 from taemi.progress import progress
 
+# what `taemi stack` compares, in the order it prints them; `stack.method` picks one
+METHODS = {"best": "best single", "mean": "mean blend", "ridge": "ridge stack",
+           "lightgbm": "lightgbm stack"}
+
 
 class LGBMStacker(BaseEstimator, RegressorMixin):
     """One LightGBM booster per target; early stopping on an inner split of the rows.
@@ -291,8 +295,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
             entry["heldout_test"] = score_table(labels_matrix(data.test_labels, level1.test_ids),
                                                 test)
         leaderboard[method] = entry
-    chosen = {"lightgbm": "lightgbm stack", "ridge": "ridge stack", "mean": "mean blend",
-              "best": "best single"}[stack.method]
+    chosen = METHODS[stack.method]
     oof, test = candidates[chosen]
     write_csv(out / "oof.csv", prediction_frame(level1.ids, oof, level1.fold))
     write_csv(out / "test.csv", prediction_frame(level1.test_ids, test))
@@ -309,7 +312,8 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
 def leaderboard_table(cv: dict) -> pd.DataFrame:
     """The stack's methods side by side: CV (and held-out test) mean Pearson."""
     rows = []
-    for method, entry in cv["leaderboard"].items():
+    for method in METHODS.values():
+        entry = cv["leaderboard"][method]
         row = {"method": method, "cv_mean": entry["cv"]["mean"]}
         if "heldout_test" in entry:
             row["test_mean"] = entry["heldout_test"]["mean"]
