@@ -53,7 +53,8 @@ def grouped_bars(table: pd.DataFrame, path: str | os.PathLike, title: str,
     ax.set_xticks(x + width * (len(table) - 1) / 2, columns, rotation=20)
     ax.set_ylabel("Pearson r")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    # beside the axes: with many entries a legend inside hides the bars
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return _save(fig, path)
 
 
