@@ -16,7 +16,13 @@ from taemi.config import StackConfig
 from taemi.data import TARGETS, DataError
 from taemi.folds import folds_digest, read_folds
 from taemi.pipeline import ensure_folds, ensure_stack, open_data
-from taemi.stacking import LGBMStacker, RidgeStacker, leaderboard_table, nested_predictions
+from taemi.stacking import (
+    LGBMStacker,
+    RidgeStacker,
+    leaderboard_table,
+    nested_predictions,
+    stack_fingerprint,
+)
 
 
 class Spy(BaseEstimator):
@@ -129,6 +135,17 @@ def test_stack_writes_ensemble_and_leaderboard(stack_cfg) -> None:
     assert cv["members"] == ["a/vit-w2v", "b/vit-w2v"]
     stamp = (out / "cv.json").stat().st_mtime_ns
     assert ensure_stack(cfg) == cv and (out / "cv.json").stat().st_mtime_ns == stamp
+
+
+def test_a_changed_stacker_default_restacks(stack_cfg, monkeypatch) -> None:
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    before = stack_fingerprint(cfg, cfg.stack)
+    defaults = list(LGBMStacker.__init__.__defaults__)
+    defaults[1] = 0.1  # learning_rate, as a new release of the kit might change it
+    monkeypatch.setattr(LGBMStacker.__init__, "__defaults__", tuple(defaults))
+    assert stack_fingerprint(cfg, cfg.stack) != before
 
 
 def test_fold_mismatch_and_missing_rows_are_errors(stack_cfg) -> None:

@@ -243,13 +243,15 @@ def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.n
 
 
 def stack_fingerprint(cfg: Config, stack: StackConfig) -> str:
-    """What the stack's outputs depend on: its config and its members' predictions."""
+    """What the stack's outputs depend on: its config, the stacker's parameters (defaults
+    included, so a changed default restacks) and its members' predictions."""
     members = {}
     for name, folder in _member_dirs(cfg, stack).items():
         members[name] = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
                          for f in (folder / "oof.csv", folder / "test.csv")]
-    return stable_hash({"stack": stack.model_dump(mode="json"), "members": members,
-                        "folds": str(cfg.folds.path)})
+    lightgbm = LGBMStacker(**stack.lightgbm).get_params()
+    return stable_hash({"stack": stack.model_dump(mode="json"), "lightgbm": lightgbm,
+                        "members": members, "folds": str(cfg.folds.path)})
 
 
 def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
