@@ -17,16 +17,16 @@ from taemi.data import ChallengeData, DataError
 @pytest.mark.parametrize(("length", "steps"), [(100, 8), (9, 8), (62_495, 32), (33, 32)])
 def test_pooling_matches_torch_adaptive_avg_pool(length: int, steps: int) -> None:
     x = np.random.default_rng(0).standard_normal((length, 5)).astype(np.float32)
-    pooled, n_valid = pool_steps(x, steps)
+    pooled, valid = pool_steps(x, steps)
     expected = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(x).T[None], steps)[0].T
     np.testing.assert_allclose(pooled, expected.numpy(), atol=1e-5)
-    assert n_valid == steps
+    assert valid.all() and valid.shape == (steps,)
 
 
 def test_short_clips_are_padded_not_stretched() -> None:
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
-    pooled, n_valid = pool_steps(x, 5)
-    assert n_valid == 3
+    pooled, valid = pool_steps(x, 5)
+    assert valid.tolist() == [True, True, True, False, False]
     np.testing.assert_array_equal(pooled[:3], x)
     assert not pooled[3:].any()
 
@@ -41,12 +41,18 @@ def test_pack_masks_and_report_the_mess(messy_root: Path, tmp_path: Path) -> Non
     assert pack.valid[row["00004"]].tolist() == [True, False, False, False]  # 1-D = one step
     assert pack.length[row["00005"]] == 60_123
     assert np.isfinite(pack.x.astype(np.float32)).all()
+    # 00003: 8 steps pooled to 4; its all-NaN step 4 is left out of bin [4, 6)
+    raw = np.load(messy_root / "vit" / "00003.pkl", allow_pickle=True)
+    np.testing.assert_allclose(pack.x[row["00003"]][2].astype(np.float32), raw[5], rtol=1e-3)
+    assert pack.valid[row["00003"]].all()
     report = pack.report
     assert report.missing == ["00002"] and report.one_d == ["00004"]
     assert report.nan_files == ["00003"] and report.nan_values == 5
+    assert report.invalid_steps == 1
     assert report.long_clips == {"00005": 60_123}
     line = report.line()
-    for fragment in ("1 missing files", "5 values zeroed", "1-D arrays", "60,000+ steps"):
+    for fragment in ("1 missing files", "5 values", "1 steps made only of them marked invalid",
+                     "1-D arrays", "60,000+ steps"):
         assert fragment in line
 
 

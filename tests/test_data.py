@@ -80,15 +80,23 @@ def test_load_feature_repairs_and_reports(tmp_path: Path) -> None:
     array[2, 1] = np.nan
     array[4] = np.inf
     loaded = load_feature(write_pkl(tmp_path / "a.pkl", array))
-    assert loaded.nan_values == 4
+    assert (loaded.nan_values, loaded.range_values, loaded.bad_rows) == (1, 3, 1)
+    assert loaded.rows_ok.tolist() == [True, True, True, True, False, True]
     assert np.isfinite(loaded.array).all()
     assert loaded.array[2, 1] == 0 and loaded.array[0, 0] == 1
 
     one_d = load_feature(write_pkl(tmp_path / "b.pkl", np.arange(5.0)))
     assert one_d.was_1d and one_d.array.shape == (1, 5)
 
-    batched = load_feature(write_pkl(tmp_path / "c.pkl", torch.zeros(1, 7, 3)))
+    batched = load_feature(write_pkl(tmp_path / "c.pkl", np.zeros((1, 7, 3), np.float64)))
     assert batched.array.shape == (7, 3) and batched.array.dtype == np.float32
+
+
+def test_pickled_torch_tensor_is_refused_clearly(tmp_path: Path) -> None:
+    path = write_pkl(tmp_path / "00004.pkl", torch.zeros(1, 7, 3))
+    with pytest.raises(DataError, match=r"00004.pkl: refused to unpickle torch\..*"
+                                        r"expected a pickled numpy array"):
+        load_feature(path)
 
 
 def test_corrupt_feature_file_names_itself(tmp_path: Path) -> None:

@@ -1,8 +1,15 @@
 """Atomic artifact writes and stable hashes.
 
-Every file the kit produces goes through `atomic_write`: it is written to a temporary file
-in the same folder and renamed into place, so an interrupted run never leaves a half-written
-CSV, JSON or checkpoint behind. Hashes of configs decide whether an artifact is current.
+Every file the kit produces goes through `atomic_path` (folders through `atomic_dir`): it is
+written to a temporary file in the same folder and renamed into place, so an interrupted run
+never leaves a half-written CSV, JSON or checkpoint behind. The renamed file or folder gets
+the permissions the user's umask implies, as a plain `open` would give it (`mkstemp` and
+`mkdtemp` alone would leave 0600 and 0700). Hashes of configs decide whether an artifact is
+current.
+
+A temporary folder is named `.<name>.<host>-<pid>-<random>.tmp`, so a later run can tell
+one left behind by an interrupted run (its process is gone) from one still being written:
+`remove_stale_temporaries` deletes the former.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +28,47 @@ from typing import Any
 
 import pandas as pd
 
+TEMP_SUFFIX = ".tmp"
+# .<name>.<host>-<pid>-<random>.tmp, or .<name>.<random>.tmp from kits before pids were kept
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-)?[A-Za-z0-9_]+"
+                        + re.escape(TEMP_SUFFIX) + "$")
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc where it can be (changing it to read it would
+    race with other threads creating files); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{_host_tag()}-{os.getpid()}-"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + TEMP_SUFFIX,
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -41,15 +80,56 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return True  # cannot tell: keep its folder
+    return True
+
+
+def stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
+    """Temporary folders that `atomic_dir` left in `folder` for a final name matching
+    `name_glob` and whose run is over: its process on this machine is gone, or it predates
+    the pid in the name. Folders of other machines (a shared disk) are never stale here."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = []
+    for candidate in folder.glob(f".{name_glob}.*{TEMP_SUFFIX}"):
+        match = _TEMP_NAME.match(candidate.name)
+        if match is None or not candidate.is_dir() or candidate.is_symlink():
+            continue
+        if match["pid"] is not None and (
+            match["host"] != _host_tag() or _process_alive(int(match["pid"]))
+        ):
+            continue
+        stale.append(candidate)
+    return sorted(stale)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
+    """Delete `stale_temporaries(folder, name_glob)`; return what was deleted."""
+    removed = stale_temporaries(folder, name_glob)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -7,17 +7,23 @@ public EMI code slow. One pass here turns a feature folder into
         x.npy        (N, K, D) float16, rows in id order
         valid.npy    (N, K) bool: which of the K steps hold data
         length.npy   (N,) int: the clip's original step count
-        missing.npy  (N,) bool: no file, or an empty one
+        missing.npy  (N,) bool: no file, an empty one, or one without a finite value
         meta.json    ids, width, settings and the loading report
 
 A clip of T >= K steps is adaptive-average-pooled to K steps (torch's bins); a shorter
-clip keeps its T steps and the rest are padding, marked invalid. The hash covers the
-settings and every input file's size and modification time: a change rebuilds the cache,
-nothing else does.
+clip keeps its T steps and the rest are padding, marked invalid. A step made only of NaN,
+infinite or out-of-float16-range values (`load_feature`) is invalid too, and a pooled bin
+averages only the usable steps in it. The hash covers the settings and every input file's
+size and modification time: a change rebuilds the cache, nothing else does.
+
+The packs' files are allocated on disk before they are memory-mapped, so a full disk stops
+packing with a "disk full" DataError rather than killing the process with SIGBUS, and the
+temporary folders of interrupted runs are removed when the next run packs.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections import Counter
@@ -25,31 +31,91 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from taemi.artifacts import atomic_dir, read_json, stable_hash, write_json
+from taemi.artifacts import atomic_dir, read_json, remove_stale_temporaries, stable_hash, write_json
 from taemi.data import LONG_CLIP_STEPS, ChallengeData, DataError, FeatureReport, load_feature
 from taemi.progress import progress
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: steps without a usable value are invalid, not zeros
 CHUNK = 64
+_ZEROS = 1 << 24  # bytes per write when a file system cannot fallocate
 
 
-def pool_steps(array: np.ndarray, steps: int) -> tuple[np.ndarray, int]:
-    """Adaptive-average-pool (T, D) to (K, D), or pad when T < K; return it and valid steps."""
+def pool_steps(
+    array: np.ndarray, steps: int, rows_ok: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive-average-pool (T, D) to (K, D), or pad when T < K; return it and the (K,)
+    valid mask. Rows with `rows_ok` False are left out: a short clip's step is invalid, a
+    pooled bin averages its other rows and is invalid when it has none."""
     length, width = array.shape
     out = np.zeros((steps, width), np.float32)
+    valid = np.zeros(steps, np.bool_)
     if length <= steps:
         out[:length] = array
-        return out, length
-    sums = np.zeros((length + 1, width), np.float64)
-    np.cumsum(array, axis=0, dtype=np.float64, out=sums[1:])
+        valid[:length] = True if rows_ok is None else rows_ok
+        out[~valid] = 0
+        return out, valid
     i = np.arange(steps)
     start = (i * length) // steps
     end = ((i + 1) * length + steps - 1) // steps
-    out[:] = (sums[end] - sums[start]) / (end - start)[:, None]
-    return out, steps
+    sums = np.zeros((length + 1, width), np.float64)
+    if rows_ok is None:
+        np.cumsum(array, axis=0, dtype=np.float64, out=sums[1:])
+        counts = (end - start).astype(np.float64)
+    else:
+        np.cumsum(np.where(rows_ok[:, None], array, 0), axis=0, dtype=np.float64, out=sums[1:])
+        seen = np.concatenate([[0], np.cumsum(rows_ok, dtype=np.int64)])
+        counts = (seen[end] - seen[start]).astype(np.float64)
+    valid[:] = counts > 0
+    out[valid] = (sums[end] - sums[start])[valid] / counts[valid, None]
+    return out, valid
+
+
+class DiskFullError(DataError):
+    """No space left where the cache is written; the message names the path."""
+
+
+def _disk_full(err: OSError, where: Path) -> DiskFullError:
+    path = err.filename or where
+    return DiskFullError(f"disk full while writing the cache: {path} (free some space there "
+                         "or point cache.dir at another disk)")
+
+
+def _allocate(path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+    """Create an .npy file of zeros whose blocks are really on disk: a full disk fails here
+    with ENOSPC, where a sparse file would fail later, on a page fault, with SIGBUS."""
+    try:
+        _allocate_file(path, dtype, shape)
+    except OSError as err:
+        if err.errno == errno.ENOSPC and not err.filename:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+
+
+def _allocate_file(path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+    np.lib.format.open_memmap(path, "w+", dtype, shape).flush()
+    with open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            os.posix_fallocate(handle.fileno(), 0, size)
+            return
+        except AttributeError:  # no posix_fallocate on this platform
+            pass
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        handle.seek(0)  # the header's bytes are rewritten unchanged, the rest as zeros
+        header = handle.read(min(size, 4096))
+        handle.seek(0)
+        handle.write(header)
+        zeros = memoryview(bytes(min(_ZEROS, size)))
+        for offset in range(len(header), size, len(zeros)):
+            handle.write(zeros[: size - offset])
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class PackedFeature:
@@ -98,15 +164,34 @@ def _fingerprint(name: str, steps: int, ids: list[str], files: dict[str, Path]) 
     return stable_hash({"v": CACHE_VERSION, "feature": name, "steps": steps, "files": entries})
 
 
-def _probe_width(files: dict[str, Path]) -> int:
-    """The folder's width, by majority over a spread-out sample of its files."""
+def _probe_width(name: str, files: dict[str, Path]) -> int:
+    """The folder's width, by majority over a spread-out sample of its non-empty files (all
+    files when the sample holds none)."""
     paths = list(files.values())
     sample = paths[:: max(1, len(paths) // 15)][:16]
-    widths = Counter(load_feature(p).array.shape[1] for p in sample)
+    widths = Counter(a.shape[1] for a in (load_feature(p).array for p in sample) if len(a))
+    if not widths:
+        widths = Counter(a.shape[1] for a in (load_feature(p).array for p in paths) if len(a))
+    if not widths:
+        raise DataError(f"feature folder {name!r}: all {len(paths):,} files hold empty arrays "
+                        f"(e.g. {paths[0]}), expected (T, D) arrays with T > 0")
     return widths.most_common(1)[0][0]
 
 
-def _pack_chunk(args: tuple) -> list[tuple]:
+class _ClipStats(NamedTuple):
+    row: int
+    clip: str
+    path: str
+    steps: int  # T as read; 0 for an empty array
+    width: int
+    nan_values: int
+    range_values: int
+    bad_rows: int
+    was_1d: bool
+    all_nan: bool
+
+
+def _pack_chunk(args: tuple) -> list[_ClipStats]:
     """Worker: load, repair and pool a run of clips straight into the memory maps."""
     folder, steps, width, chunk = args
     x = np.load(folder / "x.npy", mmap_mode="r+")
@@ -116,11 +201,13 @@ def _pack_chunk(args: tuple) -> list[tuple]:
         loaded = load_feature(path)
         array = loaded.array
         length, got = array.shape
-        if length and got == width:
-            pooled, n_valid = pool_steps(array, steps)
+        if length and got == width and not loaded.all_nan:
+            pooled, ok = pool_steps(array, steps, loaded.rows_ok)
             x[row] = pooled.astype(np.float16)
-            valid[row, :n_valid] = True
-        stats.append((row, clip, str(path), length, got, loaded.nan_values, loaded.was_1d))
+            valid[row] = ok
+        stats.append(_ClipStats(row, clip, str(path), length, got, loaded.nan_values,
+                                loaded.range_values, loaded.bad_rows, loaded.was_1d,
+                                loaded.all_nan))
     x.flush()
     valid.flush()
     return stats
@@ -148,14 +235,30 @@ def build_packed(
     if (folder / "meta.json").is_file():
         return PackedFeature(folder)
 
-    width = _probe_width(files)
+    remove_stale_temporaries(cache_root)  # what interrupted runs left behind
+    width = _probe_width(name, files)
+    try:
+        _pack(folder, name, steps, width, ids, files, workers)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _disk_full(err, cache_root) from err
+        raise
+    for stale in cache_root.glob(f"{prefix}-*"):
+        if stale != folder and stale.is_dir() and not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
+    return PackedFeature(folder)
+
+
+def _pack(folder: Path, name: str, steps: int, width: int, ids: list[str],
+          files: dict[str, Path], workers: int) -> None:
+    """Write the pack of `name` into `folder` atomically (see `build_packed`)."""
     row_of = {clip: row for row, clip in enumerate(ids)}
     todo = [(row_of[c], c, files[c]) for c in ids if c in files]
     with atomic_dir(folder) as tmp:
-        np.lib.format.open_memmap(tmp / "x.npy", "w+", np.float16, (len(ids), steps, width)).flush()
-        np.lib.format.open_memmap(tmp / "valid.npy", "w+", np.bool_, (len(ids), steps)).flush()
+        _allocate(tmp / "x.npy", np.float16, (len(ids), steps, width))
+        _allocate(tmp / "valid.npy", np.bool_, (len(ids), steps))
         jobs = [(tmp, steps, width, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
-        stats: list[tuple] = []
+        stats: list[_ClipStats] = []
         bar = progress(total=len(todo), desc=f"cache {name}", unit="clip")
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
@@ -168,10 +271,10 @@ def build_packed(
                 bar.update(len(job[3]))
         bar.close()
 
-        widths = Counter(s[4] for s in stats if s[3] > 0)
+        widths = Counter(s.width for s in stats if s.steps > 0)
         if len(widths) > 1:
             expected = widths.most_common(1)[0][0]
-            odd = [(s[2], s[4]) for s in stats if s[3] > 0 and s[4] != expected]
+            odd = [(s.path, s.width) for s in stats if s.steps > 0 and s.width != expected]
             shown = "; ".join(f"{p} has width {w}" for p, w in odd[:5])
             raise DataError(
                 f"feature folder {name!r}: {shown} ({len(odd)} such files), but "
@@ -181,18 +284,25 @@ def build_packed(
         length = np.zeros(len(ids), np.int64)
         missing = np.ones(len(ids), np.bool_)
         report = FeatureReport(name=name, width=width, clips=len(ids))
-        for row, clip, _path, steps_read, _w, nan_values, was_1d in stats:
-            length[row] = steps_read
-            missing[row] = steps_read == 0
-            if steps_read == 0:
-                report.empty.append(clip)
-            if nan_values:
-                report.nan_files.append(clip)
-                report.nan_values += nan_values
-            if was_1d:
-                report.one_d.append(clip)
-            if steps_read >= LONG_CLIP_STEPS:
-                report.long_clips[clip] = int(steps_read)
+        for s in stats:
+            length[s.row] = s.steps
+            missing[s.row] = s.steps == 0 or s.all_nan
+            if s.steps == 0:
+                report.empty.append(s.clip)
+            elif s.all_nan:
+                report.all_nan.append(s.clip)
+            else:
+                report.invalid_steps += s.bad_rows
+            if s.nan_values:
+                report.nan_files.append(s.clip)
+                report.nan_values += s.nan_values
+            if s.range_values:
+                report.range_files.append(s.clip)
+                report.range_values += s.range_values
+            if s.was_1d:
+                report.one_d.append(s.clip)
+            if s.steps >= LONG_CLIP_STEPS:
+                report.long_clips[s.clip] = int(s.steps)
         report.missing = [c for c in ids if c not in files]
         present = length[~missing]
         report.max_steps = int(present.max()) if present.size else 0
@@ -203,7 +313,3 @@ def build_packed(
             "feature": name, "steps": steps, "width": width, "ids": ids,
             "version": CACHE_VERSION, "report": asdict(report),
         })
-    for stale in cache_root.glob(f"{prefix}-*"):
-        if stale != folder and stale.is_dir() and not stale.name.startswith("."):
-            shutil.rmtree(stale, ignore_errors=True)
-    return PackedFeature(folder)

@@ -7,16 +7,20 @@
     <root>/transcripts.csv        Filename,text (ours: Whisper is run by every team)
 
 Filename is a 5-digit string everywhere. Real feature files are messy (NaNs, 1-D arrays,
-missing files, 20-minute clips): `load_feature` takes all of it and says what it did, and
-bad tables raise `DataError` with the file, the id or the column and what was expected.
+empty arrays, missing files, 20-minute clips): `load_feature` takes all of it and says what
+it did, and bad tables raise `DataError` with the file, the id or the column and what was
+expected. Feature files come from third parties: a `.pkl` is read by an unpickler that
+builds numpy arrays and nothing else, so no data file can run code.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,19 +43,32 @@ ID_PATTERN = re.compile(r"^\d{5}$")
 LONG_CLIP_STEPS = 60_000
 FEATURE_SUFFIXES = (".pkl", ".npy")
 TEST_MEDIA_DIRS = ("raw", "audio")
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: packs are float16
 
 
 class DataError(ValueError):
     """Input data that is not what the challenge's layout promises; the message says where."""
 
 
+class DataWarning(UserWarning):
+    """Input data the kit can go on with, but probably not what the user meant."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
 # ----------------------------------------------------------------------------- tables
 
 
-def _read_csv(path: Path, what: str) -> pd.DataFrame:
+def _read_csv(path: Path, what: str, text: bool = False) -> pd.DataFrame:
+    """Read a table with string ids; `text=True` keeps every cell as written ("NA", "null"
+    and "None" are words, an empty cell is an empty string)."""
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
     try:
+        if text:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
         return pd.read_csv(path, dtype={ID_COLUMN: str}, keep_default_na=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: not a readable CSV ({err})") from err
@@ -92,6 +109,8 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     frame = _read_csv(path, "label")
     _require_columns(frame, path, LABEL_COLUMNS)
+    if frame.empty:
+        warn(f"{path}: no rows, only a header: this split has no clips")
     ids = check_ids(frame[ID_COLUMN], path)
     out = pd.DataFrame({ID_COLUMN: ids})
     for target in TARGETS:
@@ -147,57 +166,120 @@ def discover_test_ids(test_dir: str | os.PathLike) -> list[str]:
 
 
 def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
-    """Read `Filename,text`; an empty cell is an empty transcript (no speech)."""
+    """Read `Filename,text`; an empty cell is an empty transcript (no speech), and text such
+    as "NA", "null" or "None" is what was said, not a missing value."""
     path = Path(path)
-    frame = _read_csv(path, "transcripts")
+    frame = _read_csv(path, "transcripts", text=True)
     _require_columns(frame, path, (ID_COLUMN, "text"))
     ids = check_ids(frame[ID_COLUMN], path)
-    texts = frame["text"].astype(object).where(frame["text"].notna(), "")
-    return {i: str(t).strip() for i, t in zip(ids, texts, strict=True)}
+    return {i: str(t).strip() for i, t in zip(ids, frame["text"], strict=True)}
 
 
 # ----------------------------------------------------------------------------- features
 
 
+# What a numpy array's pickle needs, under numpy 2 (numpy._core) and numpy 1 (numpy.core)
+# names; protocol 2 pickles bytes through _codecs.encode. Nothing else may be loaded.
+_NUMPY_GLOBALS = frozenset({"_reconstruct", "scalar", "_frombuffer", "ndarray", "dtype"})
+_SAFE_GLOBALS: dict[str, frozenset[str]] = {
+    **{module: _NUMPY_GLOBALS for module in (
+        "numpy", "numpy._core.multiarray", "numpy.core.multiarray",
+        "numpy._core.numeric", "numpy.core.numeric")},
+    "builtins": frozenset({"list", "tuple", "dict", "set", "frozenset", "bytearray"}),
+    "_codecs": frozenset({"encode"}),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that can build numpy arrays and plain containers, and nothing else."""
+
+    def __init__(self, handle: io.BufferedReader, path: Path) -> None:
+        super().__init__(handle)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if name in _SAFE_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise DataError(
+            f"{self.path}: refused to unpickle {module}.{name}: expected a pickled numpy "
+            "array (feature files are third-party files, so they may hold numpy arrays only)"
+        )
+
+
+def load_pickled_array(path: str | os.PathLike) -> object:
+    """Unpickle a feature file with `_ArrayUnpickler`: numpy arrays load, code never runs."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        return _ArrayUnpickler(handle, path).load()
+
+
 @dataclass
 class LoadedFeature:
-    """One clip's feature array (T, D) float32 and what loading had to repair."""
+    """One clip's feature array (T, D) float32 and what loading had to repair.
+
+    Every value of `array` is finite and within float16's range. A row with no usable
+    value (all NaN, infinite or beyond the range) is all zeros and False in `rows_ok`: the
+    pack marks its step invalid. A bad value in an otherwise good row is zeroed and counted.
+    An empty array has T = 0; `all_nan` says that no row is usable (no face found): either
+    way the modality is missing for this clip.
+    """
 
     array: np.ndarray
-    nan_values: int = 0
+    nan_values: int = 0  # NaN values, zeroed (in good rows) or in invalid rows
+    range_values: int = 0  # infinite values or |x| > max_abs, handled like NaN
+    bad_rows: int = 0  # rows with no usable value
+    rows_ok: np.ndarray | None = None  # (T,) bool; None when every row is usable
     was_1d: bool = False
+    all_nan: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.array.shape[0] == 0
 
 
-def load_feature(path: str | os.PathLike) -> LoadedFeature:
-    """Load a per-clip feature file; NaNs are zeroed and counted, a 1-D array is one step."""
+def load_feature(path: str | os.PathLike, max_abs: float = FLOAT16_MAX) -> LoadedFeature:
+    """Load a per-clip feature file: a 1-D array is one step, an empty one has no steps;
+    NaN, infinite and out-of-range (|x| > max_abs) values are zeroed and counted, and rows
+    made only of them are flagged in `rows_ok`."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
             raw = np.load(path, allow_pickle=False)
         else:
-            with open(path, "rb") as handle:
-                raw = pickle.load(handle)
+            raw = load_pickled_array(path)
+    except DataError:
+        raise
     except Exception as err:  # a corrupt file must name itself, whatever broke
         raise DataError(f"{path}: cannot read feature file ({type(err).__name__}: {err})") from err
-    if hasattr(raw, "detach"):  # a pickled torch tensor
-        raw = raw.detach().cpu().numpy()
     try:
-        array = np.asarray(raw, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: handled below
+            array = np.asarray(raw, dtype=np.float32)
     except (TypeError, ValueError) as err:
         raise DataError(
             f"{path}: expected a numeric (T, D) array, got {type(raw).__name__}") from err
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.size == 0 and array.ndim <= 2:  # no steps: the modality is missing
+        width = array.shape[1] if array.ndim == 2 else 0
+        return LoadedFeature(array=np.zeros((0, width), np.float32))
     was_1d = array.ndim == 1
     if was_1d:
         array = array.reshape(1, -1)
-    while array.ndim > 2 and array.shape[0] == 1:
-        array = array[0]
     if array.ndim != 2:
         raise DataError(f"{path}: expected a (T, D) array, got shape {array.shape}")
-    finite = np.isfinite(array)
-    nan_values = int(array.size - np.count_nonzero(finite))
-    if nan_values:
-        array = np.where(finite, array, np.float32(0))
-    return LoadedFeature(array=array, nan_values=nan_values, was_1d=was_1d)
+    with np.errstate(invalid="ignore"):
+        good = np.abs(array) <= max_abs  # False for NaN and inf too
+    if good.all():
+        return LoadedFeature(array=array, was_1d=was_1d)
+    nan = np.isnan(array)
+    nan_values = int(np.count_nonzero(nan))
+    range_values = int(array.size - np.count_nonzero(good)) - nan_values
+    rows_ok = good.any(axis=1)
+    array = np.where(good, array, np.float32(0))
+    return LoadedFeature(
+        array=array, nan_values=nan_values, range_values=range_values,
+        bad_rows=int(rows_ok.size - np.count_nonzero(rows_ok)), rows_ok=rows_ok,
+        was_1d=was_1d, all_nan=not rows_ok.any())
 
 
 @dataclass
@@ -209,25 +291,40 @@ class FeatureReport:
     clips: int = 0
     missing: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    all_nan: list[str] = field(default_factory=list)  # no usable value: modality missing
     nan_files: list[str] = field(default_factory=list)
     nan_values: int = 0
+    range_files: list[str] = field(default_factory=list)
+    range_values: int = 0
+    invalid_steps: int = 0  # rows with no usable value, marked invalid (not in all_nan)
     one_d: list[str] = field(default_factory=list)
     long_clips: dict[str, int] = field(default_factory=dict)
     max_steps: int = 0
     mean_steps: float = 0.0
 
     def line(self) -> str:
-        present = self.clips - len(self.missing) - len(self.empty)
+        present = self.clips - len(self.missing) - len(self.empty) - len(self.all_nan)
         parts = [f"{self.name}: {present:,}/{self.clips:,} clips, width {self.width}"]
         parts.append(f"steps mean {self.mean_steps:.0f}, max {self.max_steps:,}")
         if self.missing:
             parts.append(f"{len(self.missing):,} missing files (modality missing), e.g. "
                          f"{self.missing[0]}")
         if self.empty:
-            parts.append(f"{len(self.empty):,} empty arrays (modality missing)")
+            parts.append(f"{len(self.empty):,} empty arrays (modality missing), e.g. "
+                         f"{self.empty[0]}")
+        if self.all_nan:
+            parts.append(f"{len(self.all_nan):,} arrays without a finite value (all NaN: no "
+                         f"face found?; modality missing), e.g. {self.all_nan[0]}")
         if self.nan_files:
-            parts.append(f"{len(self.nan_files):,} arrays with NaNs ({self.nan_values:,} values "
-                         f"zeroed), e.g. {self.nan_files[0]}")
+            parts.append(f"{len(self.nan_files):,} arrays with NaNs ({self.nan_values:,} "
+                         f"values), e.g. {self.nan_files[0]}")
+        if self.range_files:
+            parts.append(f"{len(self.range_files):,} arrays with {self.range_values:,} values "
+                         f"infinite or beyond float16's range (|x| > {FLOAT16_MAX:.0f}), "
+                         f"treated as NaN, first {self.range_files[0]}")
+        if self.nan_files or self.range_files:
+            parts.append(f"such values zeroed, {self.invalid_steps:,} steps made only of them "
+                         "marked invalid")
         if self.one_d:
             parts.append(f"{len(self.one_d):,} 1-D arrays read as one step, e.g. {self.one_d[0]}")
         if self.long_clips:
@@ -342,10 +439,16 @@ class ChallengeData:
 
     @cached_property
     def transcripts(self) -> dict[str, str]:
-        """Transcript per id; clips without a row get an empty transcript."""
-        if not self.transcripts_csv or not self._path(self.transcripts_csv).is_file():
+        """Transcript per id; clips without a row get an empty transcript. A transcripts
+        file that does not exist is warned about (once) and read as no transcripts."""
+        if not self.transcripts_csv:
             return {}
-        return read_transcripts(self._path(self.transcripts_csv))
+        path = self._path(self.transcripts_csv)
+        if not path.is_file():
+            warn(f"transcripts file not found: {path}; going on without transcripts (every "
+                 "clip's text is empty)")
+            return {}
+        return read_transcripts(path)
 
     def transcript_report(self) -> TranscriptReport:
         texts = self.transcripts
@@ -387,11 +490,20 @@ class ChallengeData:
         wanted = set(self.all_ids)
         found: dict[str, Path] = {}
         for folder in folders:
+            here: dict[str, Path] = {}
             with os.scandir(folder) as entries:
                 for entry in entries:
                     stem, suffix = os.path.splitext(entry.name)
-                    if suffix in FEATURE_SUFFIXES and stem in wanted and stem not in found:
-                        found[stem] = Path(entry.path)
+                    if suffix not in FEATURE_SUFFIXES or stem not in wanted:
+                        continue
+                    if stem in here:
+                        first, second = sorted([here[stem], Path(entry.path)])
+                        raise DataError(
+                            f"{first} and {second}: two feature files for id {stem}, expected "
+                            "one (remove or rename one of them)")
+                    here[stem] = Path(entry.path)
+            for stem, path in here.items():
+                found.setdefault(stem, path)
         return found
 
 
