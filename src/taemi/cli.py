@@ -2,6 +2,7 @@
 
     taemi synth data/demo --scale 0.05      generate a dataset in the organisers' layout
     taemi cache configs/demo.yaml           pack features; print the data report
+    taemi inspect configs/demo.yaml         who is in the clips; which folds match the test
     taemi folds configs/demo.yaml           write folds/folds.csv
     taemi train configs/demo.yaml           train every experiment's grid
     taemi robustness demo-taemi             its score with each modality removed
@@ -25,9 +26,10 @@ from collections.abc import Callable, Sequence
 from taemi.config import Config, ConfigError, load_config
 from taemi.data import DataError
 from taemi.progress import echo, set_quiet
+from taemi.training import TrainingDiverged
 
 Handler = Callable[[argparse.Namespace], int | None]
-USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError, TrainingDiverged)
 
 
 
@@ -39,7 +41,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from taemi.synth import SynthParams, generate
 
     params = SynthParams(scale=args.scale, seed=args.seed, dtype=args.dtype,
-                         shared_seed_videos=args.shared_seed_videos, workers=args.workers)
+                         seed_videos=args.seed_videos, workers=args.workers)
     summary = generate(args.root, params, force=args.force)
     clips = summary["clips"]
     print(f"{args.root}: {clips['train']:,} train / {clips['valid']:,} valid / "
@@ -56,6 +58,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_folds(args: argparse.Namespace) -> None:
+    from taemi.artifacts import read_json
     from taemi.pipeline import ensure_folds, open_data
 
     cfg = _config(args)
@@ -63,6 +66,23 @@ def cmd_folds(args: argparse.Namespace) -> None:
     counts = folds["fold"].value_counts().sort_index()
     print(f"{cfg.folds.path}: " + ", ".join(
         f"{'holdout' if k < 0 else f'fold {k}'}: {n:,}" for k, n in counts.items()))
+    record = cfg.folds.path.with_name("folds.json")
+    if record.is_file():
+        info = read_json(record)
+        print(f"grouped by {info['chosen']} (group_by: {info['group_by']}): {info['reason']}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from taemi.pipeline import ensure_cache, inspect_data, open_data
+
+    cfg = _config(args)
+    data = open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    evidence, choice, reason = inspect_data(cfg, data)
+    print("\n".join(evidence.lines()))
+    print(f"folds.group_by auto -> {choice}: {reason}")
+    if cfg.folds.group_by not in ("auto", choice):
+        print(f"(this config sets folds.group_by: {cfg.folds.group_by})")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -143,11 +163,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     results = run_all(_config(args))
     board = results["leaderboard"]
-    print("\nleaderboard (mean Pearson: CV / held-out test)")
+    print("\nleaderboard (mean Pearson; cv: out-of-fold, estimates test single: one fold "
+          "model on the held-out test; test mean: the fold models' mean, what is submitted)")
+    print(f"  {'':<42} {'cv':>8} {'single':>8} {'mean':>8}")
     for row in board:
-        cv = "" if row["cv mean"] is None else f"{row['cv mean']:.4f}"
-        test = "" if row["test mean"] is None else f"{row['test mean']:.4f}"
-        print(f"  {row['entry']:<42} {cv:>8} {test:>8}")
+        cells = ["" if row[k] is None else f"{row[k]:.4f}"
+                 for k in ("cv mean", "test single", "test mean")]
+        print(f"  {row['entry']:<42} " + " ".join(f"{c:>8}" for c in cells))
     if "submission" in results:
         print(f"submission: {results['submission']}")
     print(f"report: {results['report']}")
@@ -187,11 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--shared-seed-videos", action="store_true",
-                   help="test clips mimic the training clips' seed videos (default: unseen)")
-    p.add_argument("--force", action="store_true", help="replace different generated data")
+    p.add_argument("--seed-videos", choices=("shared", "disjoint"), default="shared",
+                   help="shared: test clips mimic the labelled clips' seed videos (default); "
+                        "disjoint: each seed video in one split")
+    p.add_argument("--force", action="store_true",
+                   help="replace generated data made with other parameters (never any other "
+                        "folder)")
 
     with_config("cache", cmd_cache, "pack feature folders into the memory-mapped cache")
+    with_config("inspect", cmd_inspect, "participants, recurring labels and transcripts: "
+                "which folds match the test")
     with_config("folds", cmd_folds, "write the shared fold assignment")
     p = with_config("train", cmd_train, "train the experiment grid (backbones x seeds x folds)")
     p.add_argument("--experiment", "-e", action="append", default=[],

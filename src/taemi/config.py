@@ -54,7 +54,9 @@ class SynthConfig(Section):
     scale: float = Field(1.0, gt=0, le=1.0)
     seed: int = 0
     dtype: Literal["float16", "float32"] = "float16"
-    shared_seed_videos: bool = False  # test clips mimic the seed videos of the training clips
+    # "shared": test clips mimic seed videos that labelled clips mimic too (what the
+    # published valid-to-test jumps suggest); "disjoint": each seed video in one split
+    seed_videos: Literal["shared", "disjoint"] = "shared"
 
 
 class CacheConfig(Section):
@@ -68,11 +70,19 @@ class CacheConfig(Section):
 
 
 class FoldsConfig(Section):
+    """How clips are split into folds (`taemi.folds`), and what each fold keeps apart."""
+
     path: Path = Path("folds/folds.csv")
     n_splits: int = Field(5, ge=2)
     scheme: Literal["train+valid", "train"] = "train+valid"
     seed: int = 42
     n_bins: int = Field(3, ge=1)
+    # participant | seed (video: label vector or transcript) | both | none; auto: follow
+    # the evidence of `taemi inspect`
+    group_by: Literal["auto", "participant", "seed", "both", "none"] = "auto"
+    participants: Path | None = None  # true ids (Filename,participant); None: inferred
+    identity_features: list[str] | None = None  # None: the first backbone's visual, audio
+    given: bool = False  # `path` is a file you made: used as it is, never remade
 
 
 class Backbone(Section):
@@ -134,6 +144,11 @@ class TrainConfig(Section):
         default_factory=lambda: {"mse": 1.0, "pearson": 0.5})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+    # which rows choose the epoch (and stop early): "inner", a grouped part of the fold's
+    # own training rows; "fixed", none (all `epochs`, last weights); "outer", the scored
+    # fold itself: optimistic, kept only to measure how much it overstates
+    selection: Literal["inner", "fixed", "outer"] = "inner"
+    inner_fraction: float = Field(0.15, gt=0, lt=0.5)
 
 
 class ExperimentConfig(Section):

@@ -15,6 +15,7 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import ROLES, Config, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
-from taemi.folds import HOLDOUT, folds_digest, read_folds
+from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split
 from taemi.metrics import score_table
 
 PREDICTIONS = ("oof", "test", "holdout")
@@ -72,14 +73,19 @@ def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, Pac
             for role, feature in cfg.backbones[backbone].features().items()}
 
 
+def labels_digest(labels: pd.DataFrame) -> str:
+    """A fingerprint of the label table: corrected labels retrain what they touch."""
+    return stable_hash(labels.to_csv(index=False), 16)
+
+
 def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
-                    digest: str) -> str:
+                    digest: str, labels: str) -> str:
     exp = cfg.experiments[job.experiment]
     return stable_hash({
         "model": exp.model.resolved(),
         "train": cfg.train_for(job.experiment).model_dump(mode="json"),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
-        "folds": digest, "seed": job.seed, "fold": job.fold,
+        "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold,
     })
 
 
@@ -99,28 +105,44 @@ def is_done(folder: Path, fingerprint: str) -> bool:
 
 
 def fold_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
-                packs: dict[str, PackedFeature], fold: int):
-    """One fold's clips as model inputs: the ids of each part (train, val, test, holdout)
-    and their row indices into the inputs."""
+                packs: dict[str, PackedFeature], fold: int, selection: str = "inner",
+                inner_fraction: float = 0.15):
+    """One fold's clips as model inputs: the ids of each part and their row indices.
+
+    Parts: `fit` (the rows the model learns from), `select` (the rows that choose its
+    epoch: see `TrainConfig.selection`), `val` (the scored fold, predicted once at the
+    end), `test` and `holdout`.
+    """
     from taemi.training import ClipInputs
 
     cv = folds["fold"] != HOLDOUT
-    part_ids = {
-        "train": folds.loc[cv & (folds["fold"] != fold), ID_COLUMN].tolist(),
-        "val": folds.loc[folds["fold"] == fold, ID_COLUMN].tolist(),
-        "test": data.test_ids,
-        "holdout": folds.loc[~cv, ID_COLUMN].tolist(),
-    }
-    ids = [clip for part in part_ids.values() for clip in part]
-    ends = np.cumsum([len(part) for part in part_ids.values()])
-    index = {name: np.arange(end - len(part), end)
-             for (name, part), end in zip(part_ids.items(), ends, strict=True)}
+    train = folds.loc[cv & (folds["fold"] != fold), ID_COLUMN].tolist()
+    val = folds.loc[folds["fold"] == fold, ID_COLUMN].tolist()
+    if selection == "inner":
+        fit, select = selection_split(folds, fold, inner_fraction)
+    else:
+        fit, select = train, []
+    part_ids = {"fit": fit, "select": select, "val": val, "test": data.test_ids,
+                "holdout": folds.loc[~cv, ID_COLUMN].tolist()}
+    ids = [clip for part in ("fit", "select", "val", "test", "holdout")
+           for clip in part_ids[part]]
+    ends = np.cumsum([len(part_ids[p]) for p in ("fit", "select", "val", "test", "holdout")])
+    index = {name: np.arange(end - len(part_ids[name]), end)
+             for name, end in zip(("fit", "select", "val", "test", "holdout"), ends,
+                                  strict=True)}
+    if selection == "outer":  # the scored fold chooses the epoch: optimistic, opt-in only
+        part_ids["select"], index["select"] = val, index["val"]
     inputs = ClipInputs(packs, ids, {r: cfg.cache.steps_for(r) for r in ROLES})
     return inputs, part_ids, index
 
 
 def run_job(cfg_tree: dict, job: Job) -> dict:
-    """Train and predict one fold model; the same function runs locally and as a Ray task."""
+    """Train and predict one fold model; the same function runs locally and as a Ray task.
+
+    A job trains in its own work folder (`.work-<fingerprint>`) beside the job's
+    artifacts; only a finished run replaces them, `done.json` last, so an interrupted
+    retrain never leaves a finished job pointing at an unfinished model.
+    """
     from taemi.models import create_model
     from taemi.pipeline import open_data
     from taemi.training import fit_fold, predict, seed_everything
@@ -129,31 +151,42 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     data = open_data(cfg)
     folds = read_folds(cfg.folds.path)
     packs = open_packs(cfg, data, job.backbone)
-    fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds))
+    fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds),
+                                  labels_digest(data.labels))
     folder = job.folder(cfg.paths.models)
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
 
-    inputs, part_ids, index = fold_inputs(cfg, data, folds, packs, job.fold)
+    train_cfg = cfg.train_for(job.experiment)
+    inputs, part_ids, index = fold_inputs(cfg, data, folds, packs, job.fold,
+                                          train_cfg.selection, train_cfg.inner_fraction)
     del packs  # the inputs hold their own copy: unmap the packs, halving resident memory
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
     spec = cfg.experiments[job.experiment].model
     model = create_model(spec.name, dims=inputs.dims, **spec.params())
-    train_cfg = cfg.train_for(job.experiment)
-    outcome = fit_fold(model, inputs, index["train"], labels_matrix(data.labels, part_ids["train"]),
-                       index["val"], labels_matrix(data.labels, part_ids["val"]), train_cfg,
-                       job_seed, folder, fingerprint, desc=job.label)
+    work = folder / f".work-{fingerprint}"
+    outcome = fit_fold(model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
+                       index["select"], labels_matrix(data.labels, part_ids["select"]),
+                       train_cfg, job_seed, work, fingerprint, desc=job.label)
     for kind, part in (("oof", "val"), ("test", "test"), ("holdout", "holdout")):
         if part_ids[part]:
             pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
-            write_csv(folder / f"{kind}.csv",
+            write_csv(work / f"{kind}.csv",
                       prediction_frame(part_ids[part], pred, job.fold if kind == "oof" else None))
     summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
-               "val_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
+               "selection": train_cfg.selection, "selection_rows": len(part_ids["select"]),
+               "selection_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
                "seconds": outcome.seconds}
+    (folder / "done.json").unlink(missing_ok=True)  # from here the old job is gone
+    (work / "last.pt").unlink(missing_ok=True)
+    for kind in PREDICTIONS:
+        (folder / f"{kind}.csv").unlink(missing_ok=True)
+    for item in work.iterdir():
+        item.replace(folder / item.name)
+    for stale in folder.glob(".work-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     write_json(folder / "done.json", summary)
-    (folder / "last.pt").unlink(missing_ok=True)
     return {**summary, "skipped": False}
 
 
@@ -196,12 +229,15 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
                 "folds_file": str(cfg.folds.path), "folds_digest": folds_digest(folds),
                 "folds": experiment_folds(cfg, experiment, folds), "per_backbone": {},
                 "per_seed": {}, "per_fold": {}}
-    by_backbone = []
+    by_backbone, single = [], []
     for backbone in cfg.backbones_for(experiment):
         by_seed = []
         for seed in cfg.experiments[experiment].seeds:
             fold_dirs = [j.folder(cfg.paths.models) for j in jobs
                          if j.backbone == backbone and j.seed == seed]
+            if data.test_labels is not None:
+                single.extend(_score(read_predictions(d / "test.csv"), data.test_labels)["mean"]
+                              for d in fold_dirs)
             oof = pd.concat([read_predictions(d / "oof.csv") for d in fold_dirs])
             oof = oof.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
             parts = {"oof": oof, "test": _mean([read_predictions(d / "test.csv")
@@ -221,6 +257,9 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     if "holdout" in top:
         cv["holdout"] = _score(top["holdout"], data.labels)
     cv["heldout_test"] = _score(top["test"], data.test_labels)
+    # what the OOF score estimates: one fold model's score on the test (mean over models)
+    cv["heldout_test_single"] = float(np.mean(single)) if single else None
+    cv["selection"] = cfg.train_for(experiment).selection
     write_json(exp_dir / "cv.json", cv)
     write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.resolved()})
     return cv

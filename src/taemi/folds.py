@@ -1,21 +1,30 @@
-"""Fold assignments shared by every model (`taemi folds` -> folds/folds.csv).
+"""Fold assignments shared by every model (`taemi folds` -> folds/<name>/folds.csv).
 
-Clips that mimic the same seed video carry the same label vector; if they straddle folds a
-model is scored on near-copies of its training rows and the CV lies. The real data has no
-seed column, so clips are grouped by identical label vector (a one-off vector one sixth
-away from a recurring one joins it), and folds are stratified on the dominant emotion and
-its binned intensity. With `scheme: train` the official
-validation split is kept out of the folds as a holdout (fold -1).
+A fold must hold out what the challenge's test holds out, or the CV lies:
+* participants: the organisers' splits are subject-independent, so a fold model must not
+  have seen the faces and voices of the people it is scored on (groups from
+  `taemi.participants`: inferred from face and voice, or a file of true ids);
+* seed videos, where the test shows seed videos no labelled clip mimics: clips of one seed
+  share a label vector and a near-identical transcript (groups from both; the all-zero
+  vector is never one group, since unrelated clips share it).
+`group_by` picks participant, seed, both or none; `auto` follows the evidence
+(`taemi.evidence`). Folds are stratified on the dominant emotion and its binned
+intensity, and folds.csv records each clip's group so that model selection can split a
+fold's training rows the same way. With `scheme: train` the official validation split is
+kept out of the folds as a holdout (fold -1).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from taemi.artifacts import stable_hash, write_csv
@@ -23,6 +32,7 @@ from taemi.data import ID_COLUMN, TARGETS, DataError, check_ids
 
 HOLDOUT = -1
 SCHEMES = ("train+valid", "train")
+GROUP_BY = ("auto", "participant", "seed", "both", "none")
 
 
 def label_groups(labels: np.ndarray, step: float = 1 / 6) -> np.ndarray:
@@ -37,6 +47,7 @@ def label_groups(labels: np.ndarray, step: float = 1 / 6) -> np.ndarray:
     uniq, groups = np.unique(keys, axis=0, return_inverse=True)
     groups = groups.ravel()
     counts = np.bincount(groups, minlength=len(uniq))
+    counts[~uniq.any(axis=1)] = 0  # the all-zero vector: shared by unrelated clips
     where = {tuple(u): i for i, u in enumerate(np.round(uniq / step).astype(np.int64))}
     parent = np.arange(len(uniq))
     for i in np.flatnonzero(counts == 1):
@@ -50,7 +61,24 @@ def label_groups(labels: np.ndarray, step: float = 1 / 6) -> np.ndarray:
                 if j is not None and counts[j] > best_count:
                     best, best_count = j, counts[j]
         parent[i] = best
-    return parent[groups]
+    out = parent[groups]
+    zero = ~keys.any(axis=1)
+    out[zero] = len(uniq) + np.arange(zero.sum())  # each all-zero clip stands alone
+    return out
+
+
+def union_groups(*groupings: np.ndarray) -> np.ndarray:
+    """Rows that share a group in any of `groupings` end in one group (graph components)."""
+    n = len(groupings[0])
+    rows, cols, offset = [], [], n  # nodes: the rows, then every grouping's groups
+    for g in groupings:
+        _, inverse = np.unique(g, return_inverse=True)
+        rows.append(np.arange(n))
+        cols.append(offset + inverse.ravel())
+        offset += int(inverse.max()) + 1 if n else 0
+    graph = coo_matrix((np.ones(n * len(groupings)),
+                        (np.concatenate(rows), np.concatenate(cols))), shape=(offset, offset))
+    return connected_components(graph, directed=False)[1][:n]
 
 
 def label_strata(labels: np.ndarray, n_bins: int = 3) -> np.ndarray:
@@ -66,33 +94,129 @@ def label_strata(labels: np.ndarray, n_bins: int = 3) -> np.ndarray:
     return strata
 
 
+def normalise_text(text: str) -> str:
+    """Lower case, words only: the form in which two transcripts of one script match."""
+    return " ".join(re.findall(r"\w+", str(text).lower()))
+
+
+def near_duplicates(queries: list[str], references: list[str], same: bool = False,
+                    min_similarity: float = 0.8, chunk: int = 2048) -> list[np.ndarray]:
+    """For each query text, the references whose word sets are near-identical (cosine of
+    binary bags of words >= `min_similarity`); empty texts match nothing. `same`: the two
+    lists are one, and a text does not match itself."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    queries = [normalise_text(t) for t in queries]
+    references = [normalise_text(t) for t in references]
+    out = [np.zeros(0, np.int64) for _ in queries]
+    if not any(references) or not any(queries):
+        return out
+    vocab = CountVectorizer(binary=True, token_pattern=r"\S+").fit([*queries, *references])
+    q = normalize(vocab.transform(queries).astype(np.float32))
+    r = normalize(vocab.transform(references).astype(np.float32)).T.tocsr()
+    for start in range(0, len(queries), chunk):
+        sims = (q[start:start + chunk] @ r).toarray()
+        if same:
+            rows = np.arange(sims.shape[0])
+            sims[rows, start + rows] = 0
+        for i, row in enumerate(sims):
+            out[start + i] = np.flatnonzero(row >= min_similarity)
+    return out
+
+
+def transcript_groups(texts: list[str], min_similarity: float = 0.8) -> np.ndarray:
+    """Clips whose transcripts are near-identical (the same script) share a group; a clip
+    without speech stands alone."""
+    matches = near_duplicates(texts, texts, same=True, min_similarity=min_similarity)
+    rows = np.concatenate([np.full(len(m), i) for i, m in enumerate(matches)] or [[]])
+    cols = np.concatenate(matches or [[]])
+    n = len(texts)
+    graph = coo_matrix((np.ones(len(rows)), (rows.astype(np.int64), cols.astype(np.int64))),
+                       shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def seed_groups(labels: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+    """The stand-in for the seed video: the same label vector (`label_groups`) or a
+    near-identical transcript."""
+    groups = label_groups(labels)
+    if texts is None or not any(texts):
+        return groups
+    return union_groups(groups, transcript_groups(texts))
+
+
 def make_folds(
     labels: pd.DataFrame,
     n_splits: int = 5,
     scheme: str = "train+valid",
     seed: int = 42,
     n_bins: int = 3,
+    groups: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Assign each labelled clip a fold; `labels` has Filename, the targets and `split`."""
+    """Assign each labelled clip a fold and record its group.
+
+    `labels` has Filename, the targets and `split`; `groups` (one per row of `labels`)
+    are kept whole inside one fold: seed groups (`label_groups`) when not given.
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"folds scheme must be one of {SCHEMES}, got {scheme!r}")
-    pool = labels if scheme == "train+valid" else labels[labels["split"] == "train"]
+    in_pool = np.ones(len(labels), bool) if scheme == "train+valid" else (
+        labels["split"] == "train").to_numpy()
+    pool = labels[in_pool]
     y = pool[list(TARGETS)].to_numpy()
-    groups = label_groups(y)
-    if len(np.unique(groups)) < n_splits:
-        raise DataError(f"only {len(np.unique(groups))} distinct label vectors: cannot make "
-                        f"{n_splits} grouped folds")
+    groups = label_groups(y) if groups is None else np.asarray(groups)[in_pool]
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(f"only {n_groups} groups of clips: cannot make {n_splits} grouped "
+                        "folds")
+    largest = int(np.bincount(np.unique(groups, return_inverse=True)[1].ravel()).max())
+    if largest > len(pool) / n_splits:
+        raise DataError(f"the largest group holds {largest:,} of {len(pool):,} clips, more "
+                        f"than one fold of {n_splits}: these groups cannot make grouped folds "
+                        "(choose a coarser folds.group_by, or fewer folds)")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(pool), HOLDOUT, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         for k, (_, held) in enumerate(splitter.split(y, label_strata(y, n_bins), groups)):
             fold[held] = k
-    out = pd.DataFrame({ID_COLUMN: pool[ID_COLUMN].to_numpy(), "fold": fold})
+    out = pd.DataFrame({ID_COLUMN: pool[ID_COLUMN].to_numpy(), "fold": fold,
+                        "group": np.unique(groups, return_inverse=True)[1].ravel()})
     if scheme == "train":
-        holdout = labels.loc[labels["split"] != "train", ID_COLUMN].to_numpy()
-        out = pd.concat([out, pd.DataFrame({ID_COLUMN: holdout, "fold": HOLDOUT})])
-    return out.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+        holdout = labels.loc[~in_pool, ID_COLUMN].to_numpy()
+        out = pd.concat([out, pd.DataFrame({ID_COLUMN: holdout, "fold": HOLDOUT,
+                                            "group": -1})])
+    out = out.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+    cv = out["group"] >= 0  # groups numbered by first appearance: a stable file
+    out.loc[cv, "group"] = pd.factorize(out.loc[cv, "group"])[0]
+    return out
+
+
+def selection_split(folds: pd.DataFrame, fold: int, fraction: float = 0.15,
+                    seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split fold `fold`'s training rows into (fit, select): model selection (epoch,
+    early stopping, tuning) judges on `select` and never sees the scored fold.
+
+    `select` is about `fraction` of the training rows, whole groups of the folds file's
+    `group` column (the same grouping as the folds); a folds file without groups (one a
+    team made by hand) selects on the next fold instead.
+    """
+    train = folds[(folds["fold"] != HOLDOUT) & (folds["fold"] != fold)]
+    if "group" not in folds.columns:
+        cv = sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT)
+        nxt = cv[(cv.index(fold) + 1) % len(cv)]
+        chosen = (train["fold"] == nxt).to_numpy()
+    else:
+        groups = train["group"].to_numpy()
+        uniq = np.unique(groups)
+        order = np.random.default_rng([seed, fold]).permutation(uniq)
+        sizes = pd.Series(groups).value_counts()
+        taken = np.cumsum(sizes.loc[order].to_numpy()) <= fraction * len(train)
+        taken[0] = True  # at least one group
+        chosen = np.isin(groups, order[taken])
+    ids = train[ID_COLUMN].to_numpy()
+    return ids[~chosen].tolist(), ids[chosen].tolist()
 
 
 def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -105,7 +229,8 @@ def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a folds file: 5-digit ids once each, integer folds."""
+    """Read and check a folds file: 5-digit ids once each, integer folds, and optionally
+    each clip's `group` (selection inside a fold then keeps groups whole)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"folds file not found: {path} (make it with `taemi folds CONFIG`)")
@@ -117,7 +242,13 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     folds = pd.to_numeric(frame["fold"], errors="coerce")
     if folds.isna().any() or (folds != folds.round()).any() or (folds < HOLDOUT).any():
         raise DataError(f"{path}: column 'fold' must hold integers >= {HOLDOUT}")
-    return pd.DataFrame({ID_COLUMN: ids, "fold": folds.astype(np.int64).to_numpy()})
+    out = pd.DataFrame({ID_COLUMN: ids, "fold": folds.astype(np.int64).to_numpy()})
+    if "group" in frame.columns:  # optional: the groups the folds keep whole
+        group = pd.to_numeric(frame["group"], errors="coerce")
+        exact = group.notna().all() and (group == group.round()).all()
+        out["group"] = group.astype(np.int64).to_numpy() if exact else pd.factorize(
+            frame["group"].astype(str))[0]
+    return out
 
 
 def folds_digest(folds: pd.DataFrame) -> str:

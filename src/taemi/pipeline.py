@@ -9,14 +9,18 @@ step behaves the same whichever way it is started.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
+from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import Config
-from taemi.data import ChallengeData, DataReport
-from taemi.folds import make_folds, read_folds, write_folds
+from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport
+from taemi.evidence import Evidence
+from taemi.folds import folds_digest, make_folds, read_folds, write_folds
+from taemi.participants import Participants
 from taemi.progress import echo
 from taemi.synth import SynthParams, generate
 
@@ -32,7 +36,7 @@ def ensure_data(cfg: Config) -> ChallengeData:
     if cfg.synth is not None:
         s = cfg.synth
         generate(cfg.data.root, SynthParams(scale=s.scale, seed=s.seed, dtype=s.dtype,
-                                            shared_seed_videos=s.shared_seed_videos,
+                                            seed_videos=s.seed_videos,
                                             workers=cfg.cache.workers))
     return open_data(cfg)
 
@@ -77,13 +81,104 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     return results
 
 
-def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame:
-    """Write folds/folds.csv from the config (same config, same file) and return it."""
-    data = data or open_data(cfg)
+def identity_packs(cfg: Config, data: ChallengeData) -> dict[str, PackedFeature]:
+    """The packs participants are told apart by: `folds.identity_features`, or the first
+    backbone's visual and audio features (packed at their roles' steps)."""
+    first = next(iter(cfg.backbones.values()))
+    names = cfg.folds.identity_features or [f for f in (first.visual, first.audio) if f]
+    steps = {feature: cfg.cache.steps_for(role) for b in cfg.backbones.values()
+             for role, feature in b.features().items()}
+    return {name: build_packed(data, name, steps.get(name, 32), cfg.cache.dir,
+                               cfg.cache.workers) for name in names}
+
+
+def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
+    """Every clip's participant (labelled and test): the true ids of `folds.participants`,
+    or clusters inferred from face and voice, kept in participants.csv beside folds.csv
+    and redone only when their inputs change."""
+    from taemi.participants import ModalityIdentity, infer_participants, read_participants
+
+    if cfg.folds.participants is not None:
+        return read_participants(cfg.folds.participants, data.all_ids)
+    packs = identity_packs(cfg, data)
+    key = stable_hash({"packs": sorted(p.folder.name for p in packs.values()), "v": 1})
+    folder = Path(cfg.folds.path).parent
+    table, meta = folder / "participants.csv", folder / "participants.json"
+    if table.is_file() and meta.is_file() and read_json(meta).get("key") == key:
+        frame = pd.read_csv(table, dtype={ID_COLUMN: str})
+        info = read_json(meta)
+        return Participants(frame[ID_COLUMN].tolist(), frame["participant"].to_numpy(),
+                            "inferred", [ModalityIdentity(**m) for m in info["modalities"]])
+    found = infer_participants(data.all_ids, packs)
+    write_csv(table, found.frame())
+    write_json(meta, {"key": key, "modalities": [asdict(m) for m in found.modalities]})
+    return found
+
+
+def inspect_data(cfg: Config, data: ChallengeData) -> tuple[Evidence, str, str]:
+    """The evidence on participants and seed videos, and the `group_by` it supports."""
+    from taemi.evidence import choose_group_by, feasible, gather_evidence
+
+    participants = ensure_participants(cfg, data)
+    evidence = gather_evidence(data, participants)
+    choice, reason = choose_group_by(evidence)
     f = cfg.folds
-    folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins)
-    write_folds(folds, f.path)
-    return read_folds(Path(f.path))
+    if choice == "both" and not feasible(data, "both", participants, f.n_splits, f.scheme):
+        choice = "seed"
+        reason += ("; participants and seed videos cross so much that no folds keep both "
+                   "apart, so folds keep seed videos apart (a model that recalls a seed "
+                   "video's labels gains more than one that knows a face)")
+    return evidence, choice, reason
+
+
+def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame:
+    """Make folds.csv from the config (same config and data, same file) and return it.
+
+    Beside it, folds.json records the grouping used and why. A folds file that the config
+    would not make and that taemi did not write (one made with true ids, say) is never
+    replaced: `folds.given: true` uses it, otherwise the run stops with one line.
+    """
+    from taemi.evidence import fold_groups
+
+    f = cfg.folds
+    path = Path(f.path)
+    if f.given:
+        return read_folds(path)
+    data = data or open_data(cfg)
+    record = path.with_name("folds.json")
+    participants = (ensure_participants(cfg, data)
+                    if f.group_by in ("auto", "participant", "both") else None)
+    key = stable_hash({
+        "folds": f.model_dump(mode="json"), "labels": data.labels.to_csv(index=False),
+        "transcripts": sorted(data.transcripts.items()),
+        "participants": None if participants is None else participants.frame().to_csv()})
+    if path.is_file() and record.is_file() and read_json(record).get("key") == key:
+        current = read_folds(path)
+        if read_json(record).get("digest") == folds_digest(current):
+            return current  # made from these inputs: nothing to redo
+    reason, evidence = "set in the config", None
+    group_by = f.group_by
+    if group_by == "auto":
+        evidence, group_by, reason = inspect_data(cfg, data)
+    folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins,
+                       groups=fold_groups(data, group_by, participants))
+    if path.is_file():
+        existing = read_folds(path)
+        made_here = record.is_file() and read_json(record).get("digest") == folds_digest(
+            existing)
+        if not existing.equals(folds):
+            if not made_here:
+                raise DataError(
+                    f"{path} differs from the folds this config makes and was not written by "
+                    "taemi: set folds.given: true to use it as it is, or move it away")
+            echo(f"folds: {path} remade (group_by {group_by}): its models will retrain")
+    write_folds(folds, path)
+    write_json(record, {"key": key, "group_by": f.group_by, "chosen": group_by,
+                        "reason": reason,
+                        "digest": folds_digest(folds), "n_splits": f.n_splits,
+                        "scheme": f.scheme,
+                        "evidence": asdict(evidence) if evidence is not None else None})
+    return read_folds(path)
 
 
 def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:

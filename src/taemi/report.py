@@ -25,11 +25,13 @@ from taemi.plots import grouped_bars, oof_scatter
 from taemi.stacking import METHODS
 
 
-def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None
-         ) -> dict:
-    row: dict = {"entry": name, "kind": kind, "folder": str(folder) if folder else ""}
+def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None,
+         test_single: float | None = None, selection: str = "") -> dict:
+    row: dict = {"entry": name, "kind": kind, "folder": str(folder) if folder else "",
+                 "selection": selection}
     for target in ("mean", *TARGETS):
         row[f"cv {target}"] = cv[target] if cv else np.nan
+    row["test single"] = np.nan if test_single is None else test_single
     row["test mean"] = test["mean"] if test else np.nan
     return row
 
@@ -42,7 +44,8 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
         if path.is_file():
             cv = read_json(path)
             rows.append(_row(name, f"experiment ({cv['model']})", cv["overall"],
-                             cv.get("heldout_test"), path.parent))
+                             cv.get("heldout_test"), path.parent,
+                             cv.get("heldout_test_single"), cv.get("selection", "outer")))
     if cfg.stack is not None and (cfg.paths.ensembles / cfg.stack.name / "cv.json").is_file():
         folder = cfg.paths.ensembles / cfg.stack.name
         stack = read_json(folder / "cv.json")
@@ -61,13 +64,22 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The leaderboard as a markdown table (empty cells where a score does not exist)."""
-    columns = ["entry", "kind", "cv mean", *[f"cv {t}" for t in TARGETS], "test mean"]
+    columns = ["entry", "kind", "selection", "cv mean", "test single", "test mean",
+               *[f"cv {t}" for t in TARGETS]]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
         cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and not np.isnan(row[c])
                  else ("" if isinstance(row[c], float) else str(row[c])) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _grouping(cfg: Config) -> str:
+    record = Path(cfg.folds.path).with_name("folds.json")
+    if not record.is_file():
+        return ""
+    info = read_json(record)
+    return f"; grouped by {info['chosen']}: {info['reason']}"
 
 
 def write_report(cfg: Config, data: ChallengeData) -> Path:
@@ -78,8 +90,15 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
     write_json(out / "leaderboard.json", table.replace({np.nan: None}).to_dict("records"))
     parts = [f"# Leaderboard: {cfg.name}", "",
              f"Data: `{cfg.data.root}`; folds: `{cfg.folds.path}` ({cfg.folds.n_splits} folds, "
-             f"{cfg.folds.scheme}). CV = mean Pearson of out-of-fold predictions; test = "
-             "held-out test labels (generated data only).", "", markdown_table(table), ""]
+             f"{cfg.folds.scheme}{_grouping(cfg)}).", "",
+             "Which rows each number comes from: **cv** is the mean Pearson of out-of-fold "
+             "predictions, each made once by a fold model that never saw that fold, whose "
+             "epoch was chosen on its own training rows (selection `inner`; `outer` marks "
+             "the optimistic choice on the scored fold). It estimates **test single**, one "
+             "fold model's score on the held-out test (mean over fold models). **test mean** "
+             "is what is submitted, the mean of the fold models, on the held-out test "
+             "(generated data only); averaging is worth the difference. No test label ever "
+             "reaches a choice.", "", markdown_table(table), ""]
     scored = table[table["cv mean"].notna()]
     if not scored.empty:
         bars = scored.set_index("entry")[[f"cv {t}" for t in ("mean", *TARGETS)]]

@@ -5,8 +5,12 @@ runs on data made here. Its structure follows what the real data shows and what 
 assumes:
 
 * clips are grouped by seed video; clips of one seed share (or nearly share) a label
-  vector, labels lie in [0, 1] in sixths with many exact zeros; by default each seed
-  video belongs to one split, so the test shows seed videos no model has seen;
+  vector, labels lie in [0, 1] in sixths with many exact zeros;
+* the splits are subject-independent, as the organisers' are: each participant belongs
+  to one split, so the test shows people no model has seen;
+* seed videos are shared across the splits by default (`seed_videos="shared"`: test
+  clips mimic seed videos that training clips mimic too, which is what every team's
+  valid-to-test jump suggests), or each belongs to one split (`"disjoint"`);
 * participants' identity dominates the visual features;
 * each seed has a script: its words carry a stable part of the signal (emotional words
   load on emotions along directions a sentence encoder would share between words of like
@@ -37,10 +41,11 @@ from taemi.artifacts import atomic_dir, read_json, write_csv, write_json
 from taemi.data import ID_COLUMN, TARGETS
 from taemi.progress import echo, progress
 
-SYNTH_VERSION = 3
+SYNTH_VERSION = 4
 REAL_SPLITS = (8072, 4588, 4586)  # train, valid, test clips in Hume-Vidmimic2
 N_TARGETS = len(TARGETS)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+SEED_VIDEOS = ("shared", "disjoint")
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,14 @@ class SynthParams:
     p_label_jitter: float = 0.05
     p_nan: float = 0.004
     p_one_d: float = 0.002
-    shared_seed_videos: bool = False  # True: test clips mimic the same seed videos as train
+    seed_videos: str = "shared"  # "shared" across splits, or "disjoint": one split each
     dtype: str = "float16"
     extra_features: tuple[str, ...] = ("logmel",)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.seed_videos not in SEED_VIDEOS:
+            raise ValueError(f"seed_videos must be one of {SEED_VIDEOS}, got {self.seed_videos!r}")
 
     def splits(self) -> tuple[int, int, int]:
         return tuple(max(4, round(n * self.scale)) for n in REAL_SPLITS)  # type: ignore[return-value]
@@ -198,6 +207,20 @@ def _onset(world: World, tokens: list[int], rng: np.random.Generator) -> float:
     return float(rng.uniform(0.2, 0.8))
 
 
+def _within_home(rng: np.random.Generator, split_of: np.ndarray, n_items: int,
+                 sizes: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Give each item (seed video, participant) one home split, in proportion to the
+    splits' sizes, and draw every clip's item among its split's items by `weight`."""
+    home = rng.choice(3, size=n_items, p=sizes / sizes.sum())
+    home[:3] = [0, 1, 2]
+    out = np.empty(len(split_of), np.int64)
+    for s in range(3):
+        items = np.flatnonzero(home == s)
+        out[split_of == s] = rng.choice(items, size=int(sizes[s]),
+                                        p=weight[items] / weight[items].sum())
+    return out
+
+
 def make_plan(params: SynthParams) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list]:
     """Decide every clip: split, seed video, participant, label, latent, lengths, gaps."""
     world = make_world(params)
@@ -212,17 +235,14 @@ def make_plan(params: SynthParams) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
 
     popularity = rng.dirichlet(np.full(n_seeds, 2.0))
     sizes = np.array([n_train, n_valid, n_test])
-    if params.shared_seed_videos:
+    split_of = np.repeat(np.arange(3), sizes)
+    if params.seed_videos == "shared":
         seed_of = rng.choice(n_seeds, size=n, p=popularity)
     else:  # each seed video belongs to one split: the test shows unseen seed videos
-        home = rng.choice(3, size=n_seeds, p=sizes / n)
-        home[:3] = [0, 1, 2]
-        seed_of = np.concatenate([
-            rng.choice(np.flatnonzero(home == s), size=sizes[s],
-                       p=popularity[home == s] / popularity[home == s].sum())
-            for s in range(3)
-        ])
-    participant = rng.integers(0, len(world.face), size=n)
+        seed_of = _within_home(rng, split_of, n_seeds, sizes, popularity)
+    # subject-independent splits: each participant belongs to one split
+    participant = _within_home(rng, split_of, len(world.face), sizes,
+                               np.full(len(world.face), 1 / len(world.face)))
     labels = seed_labels[seed_of].copy()
     jitter = rng.random(n) < params.p_label_jitter
     for i in np.flatnonzero(jitter):
@@ -372,7 +392,9 @@ def generate(root: str | os.PathLike, params: SynthParams | None = None,
     """Write a dataset in the organisers' layout under `root`; return its summary.
 
     An existing dataset made with the same parameters is kept as it is (same seed, same
-    bytes); a different one is an error unless `force`. The folder appears atomically.
+    bytes); a different one is an error unless `force`. `force` only ever replaces data
+    the generator wrote itself (its `synth.json` marker); any other folder is refused.
+    The folder appears atomically.
     """
     params = params or SynthParams()
     root = Path(root)
@@ -385,8 +407,9 @@ def generate(root: str | os.PathLike, params: SynthParams | None = None,
             raise FileExistsError(
                 f"{root} holds generated data made with other parameters; pass --force "
                 "to replace it, or choose another folder")
-    elif root.exists() and any(root.iterdir()) and not force:
-        raise FileExistsError(f"{root} exists and is not generated data; choose another folder")
+    elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not data made by `taemi synth` (no "
+                              "synth.json): it is never replaced; choose another folder")
 
     plan, labels, latent, transcripts = make_plan(params)
     world = make_world(params)

@@ -34,6 +34,10 @@ from taemi.progress import progress
 EpochCallback = Callable[[int, float], None]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the predictions stopped being finite: the run cannot go on."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -164,11 +168,17 @@ def fit_fold(
     on_epoch: EpochCallback | None = None,
     desc: str = "train",
 ) -> FoldOutcome:
-    """Train `model` on one fold; the best weights end in `workdir/model.pt` and in `model`.
+    """Train `model` on `train_index`; the chosen weights end in `workdir/model.pt` and in
+    `model`.
 
+    `val_index` are the selection rows: the epoch with the best mean Pearson on them is
+    kept and training stops after `cfg.patience` epochs without a better one. They must
+    not be rows the model is then scored on (`taemi.folds.selection_split`). With no
+    selection rows every epoch runs and the last weights are kept.
     `on_epoch(epoch, val_mean_pearson)` is called after every epoch (Optuna's pruner
     raises from it). State is saved after every epoch to `workdir/last.pt`; a `last.pt`
-    with the same `fingerprint` is resumed, anything else starts afresh.
+    with the same `fingerprint` is resumed, anything else starts afresh. A loss or score
+    that is no longer finite stops the run with `TrainingDiverged`.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +202,7 @@ def fit_fold(
              "history": [], "seconds": 0.0}
     last = workdir / "last.pt"
     if last.is_file():
-        saved = torch.load(last, map_location=device, weights_only=False)
+        saved = torch.load(last, map_location=device, weights_only=True)
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -232,17 +242,29 @@ def fit_fold(
             seen += len(rows)
             bar.set_postfix(loss=f"{total / seen:.4f}")
 
+        if not math.isfinite(total):
+            raise TrainingDiverged(f"{desc}: the training loss is no longer finite at epoch "
+                                   f"{epoch + 1} (lower train.lr, or check the features for "
+                                   "extreme values)")
         judge = ema.model if ema is not None else model
-        val_pred = predict(judge, inputs, val_index, cfg.eval_batch_size)
-        scores = score_table(y_val, val_pred)
-        val_loss = float(loss_fn(torch.from_numpy(val_pred), torch.from_numpy(y_val)))
+        if len(val_index):
+            val_pred = predict(judge, inputs, val_index, cfg.eval_batch_size)
+            if not np.isfinite(val_pred).all():
+                raise TrainingDiverged(f"{desc}: predictions are no longer finite at epoch "
+                                       f"{epoch + 1} (lower train.lr, or check the features "
+                                       "for extreme values)")
+            scores = score_table(y_val, val_pred)
+            val_loss = float(loss_fn(torch.from_numpy(val_pred), torch.from_numpy(y_val)))
+        else:  # no selection rows: every epoch runs, the last one is kept
+            scores = {"mean": math.nan, **{t: math.nan for t in TARGETS}}
+            val_loss = math.nan
         state["seconds"] += time.perf_counter() - started
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
                "val_mean_pearson": scores["mean"],
                **{f"val_{t}": scores[t] for t in TARGETS},
                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         state["history"].append(row)
-        if scores["mean"] > state["best_score"] + cfg.min_delta:
+        if not len(val_index) or scores["mean"] > state["best_score"] + cfg.min_delta:
             state.update(best_score=scores["mean"], best_epoch=epoch + 1, bad_epochs=0)
             with atomic_path(workdir / "model.pt") as tmp:
                 torch.save(judge.state_dict(), tmp)

@@ -2,8 +2,10 @@
 
 Searched: each modality's dropout probability, attention, hidden and head dropout, in the
 ranges of the config's `tune` section. The objective is the mean over the chosen folds of
-the best validation mean Pearson; every epoch is reported to the trial and a MedianPruner
-stops poor trials early.
+the best mean Pearson on each fold's inner selection split (part of the fold's own
+training rows, `taemi.folds.selection_split`): no row a CV score is computed on ever
+reaches a trial, and trials use seeds no final job uses. Every epoch is reported to the
+trial and a MedianPruner stops poor trials early.
 
     runs/tune/<study>/optuna.journal   the study (JournalFileBackend: safe for several
                                        worker processes on one machine)
@@ -140,8 +142,14 @@ class PruningReporter:
             raise optuna.TrialPruned(f"epoch {epoch + 1}: {score:.4f} is below the median")
 
 
+def trial_seed(seed: int, fold: int) -> int:
+    """A trial's seed, never a final job's (`seed * 1000 + fold`): a tuned trial does not
+    stand in for the model that is then scored."""
+    return seed * 1000 + 500 + fold
+
+
 def make_objective(cfg: Config, data: ChallengeData):
-    """The study's objective: mean best validation Pearson over the tuning folds."""
+    """The study's objective: mean best selection-split Pearson over the tuning folds."""
     from taemi.models import create_model
     from taemi.training import fit_fold, seed_everything
 
@@ -153,7 +161,11 @@ def make_objective(cfg: Config, data: ChallengeData):
     backbone = tune.backbone or cfg.backbones_for(tune.experiment)[0]
     folds = read_folds(cfg.folds.path)
     packs = open_packs(cfg, data, backbone)
-    prepared = {f: fold_inputs(cfg, data, folds, packs, f) for f in tune.folds}
+    # the objective never sees a scored row: each tuning fold's model learns from part of
+    # that fold's training rows and is judged on the rest (the same inner split as the
+    # final jobs); the fold itself, and so its OOF score, plays no part
+    prepared = {f: fold_inputs(cfg, data, folds, packs, f, "inner", train_cfg.inner_fraction)
+                for f in tune.folds}
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -162,13 +174,14 @@ def make_objective(cfg: Config, data: ChallengeData):
         scores = []
         for i, fold in enumerate(tune.folds):
             inputs, part_ids, index = prepared[fold]
-            seed_everything(tune.seed * 1000 + fold)
+            seed = trial_seed(tune.seed, fold)
+            seed_everything(seed)
             model = create_model(exp.model.name, dims=inputs.dims, **params)
             workdir = study_dir(cfg) / f"trial{trial.number}" / f"fold{fold}"
             outcome = fit_fold(
-                model, inputs, index["train"], labels_matrix(data.labels, part_ids["train"]),
-                index["val"], labels_matrix(data.labels, part_ids["val"]), train_cfg,
-                tune.seed * 1000 + fold, workdir, stable_hash(params),
+                model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
+                index["select"], labels_matrix(data.labels, part_ids["select"]), train_cfg,
+                seed, workdir, stable_hash(params),
                 on_epoch=PruningReporter(trial, i * train_cfg.epochs),
                 desc=f"trial {trial.number} fold {fold}")
             for leftover in ("model.pt", "last.pt"):

@@ -1,0 +1,172 @@
+"""Who is in each clip: participant clusters inferred from face and voice.
+
+The organisers' splits are subject-independent (no test participant appears in train or
+valid), but the files carry no participant column. A person's face and voice do: each
+clip's mean visual and mean audio feature sit close to that person's other clips and far
+from everyone else's. So, per modality, clips are linked to their nearest neighbours when
+the cosine distance is below a threshold halfway (geometrically) between the typical
+nearest-neighbour distance and the typical distance of two random clips; a link must hold
+in every modality the two clips both have; linked clips form one participant.
+
+Only unlabelled inputs are used (features of every clip, test clips included; never a
+label), so the clusters can shape folds and per-participant statistics legitimately. A
+team that knows the true participant ids gives them as a file (`folds.participants`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from taemi.cache import PackedFeature
+from taemi.data import ID_COLUMN, DataError, check_ids
+
+MIN_SEPARATION = 1.5  # random-pair over nearest-neighbour distance: identity is decodable
+
+
+@dataclass
+class ModalityIdentity:
+    """How well one modality tells people apart."""
+
+    name: str
+    clips: int
+    nearest: float  # median cosine distance to the nearest other clip
+    random: float  # median cosine distance of two random clips
+    threshold: float
+    used: bool
+
+    @property
+    def separation(self) -> float:
+        return self.random / max(self.nearest, 1e-12)
+
+
+@dataclass
+class Participants:
+    """One participant label per clip (ids in the order given) and how they were found."""
+
+    ids: list[str]
+    labels: np.ndarray
+    source: str  # "inferred" or the file the true ids came from
+    modalities: list[ModalityIdentity] = field(default_factory=list)
+
+    @property
+    def identifiable(self) -> bool:
+        return self.source != "inferred" or any(m.used for m in self.modalities)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({ID_COLUMN: self.ids, "participant": self.labels})
+
+    def of(self, ids: list[str]) -> np.ndarray:
+        lookup = dict(zip(self.ids, self.labels, strict=True))
+        return np.array([lookup[i] for i in ids])
+
+
+def clip_means(pack: PackedFeature, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip's mean over its valid steps (float32), and whether it has the modality."""
+    rows = pack.rows(ids)
+    x, valid = pack.read()
+    x, valid = x[rows].astype(np.float32), valid[rows]
+    counts = valid.sum(1, keepdims=True)
+    means = (x * valid[..., None]).sum(1) / np.maximum(counts, 1)
+    present = ~pack.missing[rows] & (counts[:, 0] > 0)
+    return means, present
+
+
+def _embed(means: np.ndarray, dims: int = 48, seed: int = 0) -> np.ndarray:
+    """Centred, PCA-reduced, unit-length: cosine distance becomes a dot product."""
+    centred = means - means.mean(0)
+    dims = min(dims, *centred.shape)
+    reduced = PCA(dims, random_state=seed).fit_transform(centred) if dims > 1 else centred
+    norm = np.linalg.norm(reduced, axis=1, keepdims=True)
+    return reduced / np.maximum(norm, 1e-12)
+
+
+def _modality_links(name: str, emb: np.ndarray, k: int, seed: int
+                    ) -> tuple[ModalityIdentity, np.ndarray]:
+    """Nearest-neighbour pairs (rows into emb) and this modality's identity threshold."""
+    n = len(emb)
+    k = min(k, n - 1)
+    dist, nbr = NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb)
+    dist = dist[:, 1:] ** 2 / 2  # Euclidean on unit vectors -> cosine distance
+    nbr = nbr[:, 1:]
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, n, size=(2, min(20_000, n * 10)))
+    keep = a != b
+    random = np.median(1 - (emb[a[keep]] * emb[b[keep]]).sum(1))
+    nearest = float(np.median(dist[:, 0]))
+    threshold = float(np.sqrt(max(nearest, 1e-12) * random))
+    info = ModalityIdentity(name, n, nearest, float(random), threshold, False)
+    info.used = info.separation >= MIN_SEPARATION
+    close = dist < threshold
+    pairs = np.stack([np.repeat(np.arange(n), k)[close.ravel()], nbr[close]], axis=1)
+    return info, pairs
+
+
+def infer_participants(ids: list[str], packs: dict[str, PackedFeature], k: int = 10,
+                       seed: int = 0) -> Participants:
+    """Cluster clips into participants from each pack's clip means (visual, audio, ...)."""
+    n = len(ids)
+    embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    infos, candidate_pairs = [], []
+    for name, pack in packs.items():
+        means, present = clip_means(pack, ids)
+        if present.sum() < 3:
+            continue
+        where = np.flatnonzero(present)
+        emb_present = _embed(means[present], seed=seed)
+        emb = np.zeros((n, emb_present.shape[1]), np.float32)
+        emb[where] = emb_present
+        info, pairs = _modality_links(name, emb_present, k, seed)
+        infos.append(info)
+        if info.used:
+            embeddings[name] = (emb, present)
+            candidate_pairs.append(where[pairs])
+    if not embeddings:  # nobody can be told apart: every clip stands alone
+        return Participants(list(ids), np.arange(n), "inferred", infos)
+    pairs = np.unique(np.sort(np.concatenate(candidate_pairs), axis=1), axis=0)
+    keep = np.ones(len(pairs), bool)
+    shared = np.zeros(len(pairs), bool)
+    threshold = {i.name: i.threshold for i in infos}
+    for name, (emb, present) in embeddings.items():
+        both = present[pairs[:, 0]] & present[pairs[:, 1]]
+        distance = 1 - (emb[pairs[:, 0]] * emb[pairs[:, 1]]).sum(1)
+        keep &= ~both | (distance < threshold[name])  # every shared modality must agree
+        shared |= both
+    pairs = pairs[keep & shared]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return Participants(list(ids), _renumber(labels), "inferred", infos)
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Participants numbered by first appearance: the same clusters, the same numbers."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inverse.ravel()]
+
+
+def read_participants(path: str | os.PathLike, ids: list[str]) -> Participants:
+    """True participant ids from a `Filename,participant` file; every id must be there."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"participants file not found: {path} (folds.participants: a CSV "
+                        "with columns Filename,participant)")
+    frame = pd.read_csv(path, dtype={ID_COLUMN: str, "participant": str})
+    for column in (ID_COLUMN, "participant"):
+        if column not in frame.columns:
+            raise DataError(f"{path}: missing column {column!r}; expected header "
+                            "Filename,participant")
+    known = dict(zip(check_ids(frame[ID_COLUMN], path), frame["participant"], strict=True))
+    missing = [i for i in ids if i not in known or pd.isna(known[i])]
+    if missing:
+        raise DataError(f"{path}: no participant for ids {missing[:5]} ({len(missing)} in all)")
+    codes = pd.factorize(pd.Series([known[i] for i in ids]))[0]
+    return Participants(list(ids), _renumber(codes), str(path))
