@@ -81,7 +81,7 @@ def test_true_participant_ids_from_a_file(tiny_root: Path, tmp_path: Path) -> No
     folds = ensure_folds(cfg).merge(_clips(tiny_root), on="Filename")
     assert (folds.groupby("participant")["fold"].nunique() == 1).all()
     pd.read_csv(ids_file, dtype=str).iloc[:-3].to_csv(ids_file, index=False)  # 3 ids lost
-    with pytest.raises(DataError, match="people.csv: no participant for ids"):
+    with pytest.raises(DataError, match=r"people\.csv: no participant for ids"):
         ensure_folds(cfg)
 
 
