@@ -80,11 +80,14 @@ def clip_means(pack: PackedFeature, ids: list[str]) -> tuple[np.ndarray, np.ndar
     return means, present
 
 
-def _embed(means: np.ndarray, dims: int = 48, seed: int = 0) -> np.ndarray:
-    """Centred, PCA-reduced, unit-length: cosine distance becomes a dot product."""
+def _embed(means: np.ndarray, max_dims: int = 1024, seed: int = 0) -> np.ndarray:
+    """Centred and unit-length, so cosine distance is a dot product. Not reduced below
+    `max_dims`: the top principal components are what varies most between clips (shared
+    nuisance such as recording conditions), not who is speaking, and keeping only them
+    merges people (measured: 14% wrong links for wav2vec2 at 48 dimensions, none at 768)."""
     centred = means - means.mean(0)
-    dims = min(dims, *centred.shape)
-    reduced = PCA(dims, random_state=seed).fit_transform(centred) if dims > 1 else centred
+    reduced = (PCA(max_dims, random_state=seed).fit_transform(centred)
+               if centred.shape[1] > max_dims and len(centred) > max_dims else centred)
     norm = np.linalg.norm(reduced, axis=1, keepdims=True)
     return reduced / np.maximum(norm, 1e-12)
 

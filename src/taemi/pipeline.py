@@ -101,7 +101,7 @@ def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
     if cfg.folds.participants is not None:
         return read_participants(cfg.folds.participants, data.all_ids)
     packs = identity_packs(cfg, data)
-    key = stable_hash({"packs": sorted(p.folder.name for p in packs.values()), "v": 1})
+    key = stable_hash({"packs": sorted(p.folder.name for p in packs.values()), "v": 2})
     folder = Path(cfg.folds.path).parent
     table, meta = folder / "participants.csv", folder / "participants.json"
     if table.is_file() and meta.is_file() and read_json(meta).get("key") == key:
@@ -223,6 +223,38 @@ def source_folder(cfg: Config, source: str) -> Path:
                             f"{cfg.paths.models / source})")
 
 
+def check_current(cfg: Config, data: ChallengeData, folder: Path) -> None:
+    """Refuse to submit stale predictions: an ensemble whose members, folds or labels
+    changed since it was stacked, or an experiment whose jobs changed since it was
+    gathered, or that the config would retrain."""
+    from taemi.experiment import is_done, job_fingerprint, labels_digest, open_packs, plan_jobs
+    from taemi.stacking import stack_fingerprint
+
+    cv = read_json(folder / "cv.json")
+    labels = labels_digest(data.labels)
+    if cfg.stack is not None and folder == cfg.paths.ensembles / cfg.stack.name:
+        if cv.get("fingerprint") != stack_fingerprint(cfg, cfg.stack, labels):
+            raise DataError(f"{folder} is stale: its members, folds or labels changed since "
+                            "it was stacked; rerun `taemi stack CONFIG` first")
+        return
+    name = folder.name
+    if name not in cfg.experiments or folder != cfg.paths.models / name:
+        return  # a folder outside this config: nothing to check it against
+    folds = read_folds(cfg.folds.path)
+    digest = folds_digest(folds)
+    summary_time = (folder / "cv.json").stat().st_mtime_ns
+    for backbone in cfg.backbones_for(name):
+        packs = open_packs(cfg, data, backbone)
+        for job in (j for j in plan_jobs(cfg, name, folds) if j.backbone == backbone):
+            job_dir = job.folder(cfg.paths.models)
+            fingerprint = job_fingerprint(cfg, job, packs, digest, labels)
+            if not is_done(job_dir, fingerprint) or \
+                    (job_dir / "done.json").stat().st_mtime_ns > summary_time:
+                raise DataError(f"{folder} is stale: job {job.label} is not what the config "
+                                "trains, or changed after the experiment was gathered; rerun "
+                                "`taemi train CONFIG` first")
+
+
 def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = False,
                       data: ChallengeData | None = None) -> Path:
     """Write submissions/<name>.csv from an ensemble's or experiment's test predictions."""
@@ -230,7 +262,9 @@ def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = Fal
     from taemi.submission import make_submission, write_submission
 
     data = data or open_data(cfg)
-    predictions = read_predictions(source_folder(cfg, source) / "test.csv")
+    folder = source_folder(cfg, source)
+    check_current(cfg, data, folder)
+    predictions = read_predictions(folder / "test.csv")
     frame = make_submission(predictions, data.test_ids)
     return write_submission(frame, cfg.paths.submissions / f"{name}.csv", data.test_ids,
                             overwrite)

@@ -27,7 +27,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.config import Config, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
-from taemi.experiment import prediction_frame
+from taemi.experiment import labels_digest, prediction_frame
 from taemi.folds import HOLDOUT, folds_digest, label_groups
 from taemi.metrics import score_table
 from taemi.progress import progress
@@ -242,16 +242,18 @@ def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.n
     return oof, test
 
 
-def stack_fingerprint(cfg: Config, stack: StackConfig) -> str:
+def stack_fingerprint(cfg: Config, stack: StackConfig, labels: str = "") -> str:
     """What the stack's outputs depend on: its config, the stacker's parameters (defaults
-    included, so a changed default restacks) and its members' predictions."""
+    included, so a changed default restacks), its members' predictions, the folds and the
+    labels (`experiment.labels_digest`)."""
     members = {}
     for name, folder in _member_dirs(cfg, stack).items():
         members[name] = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
                          for f in (folder / "oof.csv", folder / "test.csv")]
     lightgbm = LGBMStacker(**stack.lightgbm).get_params()
     return stable_hash({"stack": stack.model_dump(mode="json"), "lightgbm": lightgbm,
-                        "members": members, "folds": str(cfg.folds.path)})
+                        "members": members, "folds": str(cfg.folds.path),
+                        "labels": labels})
 
 
 def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
@@ -261,7 +263,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     if stack is None:
         raise DataError("the config has no `stack` section")
     out = cfg.paths.ensembles / stack.name
-    fingerprint = stack_fingerprint(cfg, stack)
+    fingerprint = stack_fingerprint(cfg, stack, labels_digest(data.labels))
     if (out / "cv.json").is_file() and read_json(out / "cv.json").get("fingerprint") == \
             fingerprint:
         return read_json(out / "cv.json")
@@ -274,7 +276,9 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         X = np.hstack([X, meta_features(data, packs or {}, level1.ids, stack.meta_features)])
         X_test = np.hstack([X_test, meta_features(data, packs or {}, level1.test_ids,
                                                   stack.meta_features)])
-    groups = label_groups(y)
+    # the stackers' own early-stopping split keeps the folds' groups whole
+    groups = (folds.set_index(ID_COLUMN).loc[level1.ids, "group"].to_numpy()
+              if "group" in folds.columns else label_groups(y))
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     member_scores = {n: score_table(y, level1.oof[:, i]) for i, n in enumerate(level1.names)}
     best = max(member_scores, key=lambda n: member_scores[n]["mean"])
