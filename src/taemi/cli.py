@@ -20,6 +20,7 @@ Every command that takes a CONFIG also takes `--set key.path=value` (repeatable)
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,6 +29,8 @@ from taemi.data import DataError
 from taemi.progress import echo, set_quiet
 from taemi.training import TrainingDiverged
 
+PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+               errno.ENOSPC, errno.EEXIST)
 Handler = Callable[[argparse.Namespace], int | None]
 USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError, TrainingDiverged)
 
@@ -260,6 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except USER_ERRORS as err:
         print(f"taemi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"taemi {args.command}: interrupted; run the same command again to resume "
+              "where it stopped", file=sys.stderr)
+        return 130
+    except OSError as err:  # a path the kit cannot write: name it, in one line
+        if err.errno not in PATH_ERRNOS:
+            raise
+        where = err.filename or ""
+        what = "disk full" if err.errno == errno.ENOSPC else err.strerror
+        print(f"taemi {args.command}: error: {what}: {where}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,6 +144,15 @@ class TrainConfig(Section):
     loss: dict[Literal["mse", "pearson", "ccc"], float] = Field(
         default_factory=lambda: {"mse": 1.0, "pearson": 0.5})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("loss")
+    @classmethod
+    def _some_loss(cls, loss: dict[str, float]) -> dict[str, float]:
+        if not any(weight > 0 for weight in loss.values()) or any(w < 0 for w in loss.values()):
+            raise ValueError("give at least one positive weight and no negative one, e.g. "
+                             "{mse: 1.0, pearson: 0.5}")
+        return loss
+
     threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
     # which rows choose the epoch (and stop early): "inner", a grouped part of the fold's
     # own training rows; "fixed", none (all `epochs`, last weights); "outer", the scored
@@ -302,8 +312,17 @@ class Config(Section):
         return sorted(pairs)
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain data: what every artifact folder records beside its results."""
+        """The config as plain data (secrets included: for the jobs, not for files)."""
         return self.model_dump(mode="json")
+
+    def public(self) -> dict[str, Any]:
+        """The config as every artifact folder records it: a password in `tune.storage`
+        is masked."""
+        out = self.resolved()
+        if out.get("tune") and out["tune"].get("storage"):
+            out["tune"]["storage"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@",
+                                            out["tune"]["storage"])
+        return out
 
 
 # ----------------------------------------------------------------------------- loading

@@ -24,7 +24,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
-from taemi.config import ROLES, Config, config_from_dict
+from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split
 from taemi.metrics import score_table
@@ -55,8 +55,8 @@ def experiment_folds(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[
         return available
     unknown = sorted(set(wanted) - set(available))
     if unknown:
-        raise ValueError(f"experiment {experiment!r} asks for folds {unknown}; "
-                         f"{cfg.folds.path} has folds {available}")
+        raise ConfigError(f"config key 'experiments.{experiment}.folds': folds {unknown} do "
+                          f"not exist; {cfg.folds.path} has folds {available}")
     return sorted(wanted)
 
 
@@ -261,5 +261,5 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     cv["heldout_test_single"] = float(np.mean(single)) if single else None
     cv["selection"] = cfg.train_for(experiment).selection
     write_json(exp_dir / "cv.json", cv)
-    write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.resolved()})
+    write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.public()})
     return cv

@@ -16,7 +16,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
-from taemi.config import Config
+from taemi.config import Config, ConfigError
 from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport
 from taemi.evidence import Evidence
 from taemi.folds import folds_digest, make_folds, read_folds, write_folds
@@ -65,6 +65,9 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     from taemi.executors import EXECUTORS
     from taemi.experiment import aggregate, plan_jobs
 
+    if not cfg.experiments:
+        raise ConfigError("the config defines no experiments: add an `experiments` section "
+                          "(see configs/abaw.yaml) to train")
     data = data or open_data(cfg)
     ensure_cache(cfg, data, report=False)
     folds = ensure_folds(cfg, data)

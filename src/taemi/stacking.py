@@ -310,7 +310,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
           "folds_digest": folds_digest(folds), "overall": leaderboard[chosen]["cv"],
           "leaderboard": leaderboard, "member_scores": member_scores,
           "fingerprint": fingerprint}
-    write_json(out / "config.json", cfg.resolved())
+    write_json(out / "config.json", cfg.public())
     write_json(out / "cv.json", cv)
     return cv
 

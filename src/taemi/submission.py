@@ -109,7 +109,8 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike, test_ids: lis
             return path
         if not overwrite:
             raise FileExistsError(f"{path} exists with other predictions; choose another "
-                                  "name, or pass --force to replace it")
+                                  "name (submit.name, or `taemi submit --name`), or replace "
+                                  "it with `taemi submit --force`")
     with atomic_path(path, suffix=".csv") as tmp:
         tmp.write_text(text)
         problems = [p.replace(str(tmp), str(path)) for p in submission_problems(tmp, test_ids)]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from taemi.artifacts import atomic_path, write_csv
 from taemi.cache import PackedFeature
-from taemi.config import ROLES, TrainConfig
+from taemi.config import ROLES, ConfigError, TrainConfig
 from taemi.data import TARGETS
 from taemi.losses import MixedLoss
 from taemi.metrics import score_table
@@ -45,6 +45,9 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device': cuda, but torch sees no GPU here "
+                          "(use auto or cpu)")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")

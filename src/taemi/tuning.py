@@ -28,7 +28,7 @@ import optuna
 import yaml
 
 from taemi.artifacts import stable_hash, write_text
-from taemi.config import Config, TuneConfig
+from taemi.config import Config, ConfigError, TuneConfig
 from taemi.data import ChallengeData, labels_matrix
 from taemi.experiment import fold_inputs, open_packs
 from taemi.folds import read_folds
@@ -50,7 +50,8 @@ def study_name(cfg: Config) -> str:
 
 def _tune(cfg: Config) -> TuneConfig:
     if cfg.tune is None:
-        raise ValueError("the config has no `tune` section")
+        raise ConfigError("the config has no `tune` section: add one (see configs/demo.yaml) "
+                          "to run `taemi tune`")
     return cfg.tune
 
 

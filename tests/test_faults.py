@@ -1,0 +1,150 @@
+"""Real faults a team meets: stale inputs refused, diverging runs stopped, secrets kept out
+of artifacts, and one-line errors (exit 2, or 130 when interrupted) instead of tracebacks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import taemi.training
+from conftest import MODEL, tiny_config
+from taemi.artifacts import read_json
+from taemi.cli import main
+from taemi.config import ConfigError, config_from_dict
+from taemi.data import DataError
+from taemi.experiment import Job, is_done, job_fingerprint, labels_digest, open_packs
+from taemi.folds import folds_digest, read_folds
+from taemi.pipeline import (
+    ensure_stack,
+    ensure_submission,
+    open_data,
+    train_experiments,
+)
+from taemi.training import TrainingDiverged
+
+
+def _audio_grid(root: Path, work: Path, **sections) -> object:
+    return tiny_config(root, work, train={"epochs": 1, "batch_size": 64, "threads": 1},
+                       experiments={"a": {"model": {"name": "linear_audio"}}},
+                       paths={"models": str(work / "models"),
+                              "ensembles": str(work / "ensembles"),
+                              "submissions": str(work / "submissions")}, **sections)
+
+
+def test_a_stale_stack_or_experiment_is_never_submitted(tiny_root: Path, tmp_path: Path
+                                                        ) -> None:
+    cfg = _audio_grid(tiny_root, tmp_path, stack={"name": "s", "experiments": ["a"],
+                                                  "method": "ridge"})
+    train_experiments(cfg)
+    ensure_stack(cfg)
+    assert ensure_submission(cfg, "s", "first").is_file()
+    for member in (cfg.paths.models / "a").rglob("test.csv"):  # members retrained
+        os.utime(member, ns=(member.stat().st_atime_ns, member.stat().st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match="stale.*taemi stack"):
+        ensure_submission(cfg, "s", "second")
+    job = cfg.paths.models / "a" / "vit-w2v" / "seed0" / "fold0" / "done.json"
+    os.utime(job, ns=(job.stat().st_atime_ns, job.stat().st_mtime_ns + 10**10))
+    with pytest.raises(DataError, match="stale.*taemi train"):
+        ensure_submission(cfg, "a", "third")
+
+
+def test_corrected_labels_retrain(tiny_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    cfg = _audio_grid(root, tmp_path)
+    train_experiments(cfg)
+    data = open_data(cfg)
+    folds = read_folds(cfg.folds.path)
+    job = Job("a", "vit-w2v", 0, 0)
+    packs = open_packs(cfg, data, "vit-w2v")
+    print_ = job_fingerprint(cfg, job, packs, folds_digest(folds), labels_digest(data.labels))
+    assert is_done(job.folder(cfg.paths.models), print_)
+    train = pd.read_csv(root / "train_split.csv", dtype={"Filename": str})
+    train.loc[0, "Joy"] = 1.0 - train.loc[0, "Joy"]  # one corrected label
+    train.to_csv(root / "train_split.csv", index=False)
+    fixed = open_data(cfg)
+    assert job_fingerprint(cfg, job, packs, folds_digest(folds),
+                           labels_digest(fixed.labels)) != print_
+
+
+def test_a_diverging_run_stops_with_one_line(tiny_root: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exploding(torch.nn.Module):
+        def __init__(self, weights) -> None:
+            super().__init__()
+
+        def forward(self, pred, target):
+            return (pred - target).pow(2).mean() * float("nan")
+
+    monkeypatch.setattr(taemi.training, "MixedLoss", Exploding)
+    cfg = tiny_config(tiny_root, tmp_path, train={"epochs": 2, "threads": 1},
+                      experiments={"t": {"model": MODEL}},
+                      paths={"models": str(tmp_path / "models")})
+    with pytest.raises(TrainingDiverged, match="no longer finite at epoch 1"):
+        train_experiments(cfg)
+    assert not list((tmp_path / "models").rglob("done.json"))
+
+
+def test_config_errors_name_the_key(tiny_root: Path, tmp_path: Path) -> None:
+    tree = tiny_config(tiny_root, tmp_path).resolved()
+    with pytest.raises(ConfigError, match="train.loss"):
+        config_from_dict({**tree, "train": {"loss": {}}})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="train.device"):
+            taemi.training.pick_device("cuda")
+
+
+def test_password_never_reaches_an_artifact(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = _audio_grid(tiny_root, tmp_path, tune={
+        "experiment": "a", "storage": "postgresql://kit:s3cret@db.example:5432/optuna"})
+    train_experiments(cfg)
+    saved = (cfg.paths.models / "a" / "config.json").read_text()
+    assert "s3cret" not in saved
+    assert read_json(cfg.paths.models / "a" / "config.json")["tune"]["storage"] == \
+        "postgresql://kit:***@db.example:5432/optuna"
+
+
+def _cli(tmp_path: Path, tree: dict, *argv: str) -> int:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return main([argv[0], str(path), "-q", *argv[1:]])
+
+
+@pytest.mark.parametrize("case,command,expected", [
+    ("no experiments", "run", "defines no experiments"),
+    ("unknown fold", "train", "experiments.a.folds"),
+    ("no tune section", "tune", "no `tune` section"),
+    ("models path is a file", "train", "Not a directory"),
+])
+def test_one_line_errors(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                         case: str, command: str, expected: str) -> None:
+    tree = _audio_grid(tiny_root, tmp_path).resolved()
+    if case == "no experiments":
+        tree["experiments"] = {}
+    elif case == "unknown fold":
+        tree["experiments"]["a"]["folds"] = [7]
+    elif case == "models path is a file":
+        (tmp_path / "afile").write_text("")
+        tree["paths"]["models"] = str(tmp_path / "afile" / "models")
+    assert _cli(tmp_path, tree, command) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_interrupted_command_says_how_to_resume(tiny_root: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import taemi.pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(taemi.pipeline, "train_experiments", interrupt)
+    assert _cli(tmp_path, _audio_grid(tiny_root, tmp_path).resolved(), "train") == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
