@@ -63,5 +63,7 @@ def test_overlays_merge_before_overrides(tmp_path: Path) -> None:
 def test_sections_must_name_known_experiments() -> None:
     with pytest.raises(ConfigError, match=r"stack names experiment 'nope'"):
         load_config(CONFIGS / "demo.yaml", ["stack.experiments=[nope]"])
-    with pytest.raises(ConfigError, match=r"LGBMStacker has no parameter 'leaves'"):
-        load_config(CONFIGS / "demo.yaml", ["stack.lightgbm.leaves=3"])
+    from taemi.stacking import check_stack
+
+    with pytest.raises(ConfigError, match=r"stack.lightgbm.leaves': LGBMStacker has no "):
+        check_stack(load_config(CONFIGS / "demo.yaml", ["stack.lightgbm.leaves=3"]))

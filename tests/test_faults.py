@@ -46,11 +46,11 @@ def test_a_stale_stack_or_experiment_is_never_submitted(tiny_root: Path, tmp_pat
     assert ensure_submission(cfg, "s", "first").is_file()
     for member in (cfg.paths.models / "a").rglob("test.csv"):  # members retrained
         os.utime(member, ns=(member.stat().st_atime_ns, member.stat().st_mtime_ns + 10**9))
-    with pytest.raises(DataError, match="stale.*taemi stack"):
+    with pytest.raises(DataError, match=r"stale.*taemi stack"):
         ensure_submission(cfg, "s", "second")
     job = cfg.paths.models / "a" / "vit-w2v" / "seed0" / "fold0" / "done.json"
     os.utime(job, ns=(job.stat().st_atime_ns, job.stat().st_mtime_ns + 10**10))
-    with pytest.raises(DataError, match="stale.*taemi train"):
+    with pytest.raises(DataError, match=r"stale.*taemi train"):
         ensure_submission(cfg, "a", "third")
 
 
@@ -93,10 +93,10 @@ def test_a_diverging_run_stops_with_one_line(tiny_root: Path, tmp_path: Path,
 
 def test_config_errors_name_the_key(tiny_root: Path, tmp_path: Path) -> None:
     tree = tiny_config(tiny_root, tmp_path).resolved()
-    with pytest.raises(ConfigError, match="train.loss"):
+    with pytest.raises(ConfigError, match=r"train.loss"):
         config_from_dict({**tree, "train": {"loss": {}}})
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="train.device"):
+        with pytest.raises(ConfigError, match=r"train.device"):
             taemi.training.pick_device("cuda")
 
 

@@ -37,7 +37,11 @@ USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError, Train
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.set, args.overlay)
+    from taemi.stacking import check_stack
+
+    cfg = load_config(args.config, args.set, args.overlay)
+    check_stack(cfg)
+    return cfg
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

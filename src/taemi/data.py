@@ -25,9 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # the config sits above the data layer: a type, never an import
+    from taemi.config import Config
 
 TARGETS: tuple[str, ...] = (
     "Admiration",
@@ -515,3 +519,10 @@ def labels_matrix(frame: pd.DataFrame, ids: Iterable[str]) -> np.ndarray:
     if unknown:
         raise DataError(f"no labels for ids {unknown[:5]} ({len(unknown)} in all)")
     return indexed.loc[ids, list(TARGETS)].to_numpy(dtype=np.float64)
+
+
+def open_data(cfg: Config) -> ChallengeData:
+    """The dataset a run config's `data` section names (nothing is read yet)."""
+    d = cfg.data
+    return ChallengeData(d.root, d.train_csv, d.valid_csv, d.test_list, d.transcripts,
+                         d.test_labels, d.feature_dirs)

@@ -25,7 +25,7 @@ import pandas as pd
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
-from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
+from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split
 from taemi.metrics import score_table
 
@@ -144,7 +144,6 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     retrain never leaves a finished job pointing at an unfinished model.
     """
     from taemi.models import create_model
-    from taemi.pipeline import open_data
     from taemi.training import fit_fold, predict, seed_everything
 
     cfg = config_from_dict(cfg_tree)

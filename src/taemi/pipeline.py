@@ -17,18 +17,12 @@ import pandas as pd
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import Config, ConfigError
-from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport
+from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport, open_data
 from taemi.evidence import Evidence
 from taemi.folds import folds_digest, make_folds, read_folds, write_folds
 from taemi.participants import Participants
 from taemi.progress import echo
 from taemi.synth import SynthParams, generate
-
-
-def open_data(cfg: Config) -> ChallengeData:
-    d = cfg.data
-    return ChallengeData(d.root, d.train_csv, d.valid_csv, d.test_list, d.transcripts,
-                         d.test_labels, d.feature_dirs)
 
 
 def ensure_data(cfg: Config) -> ChallengeData:
@@ -278,7 +272,9 @@ def run_all(cfg: Config) -> dict:
     from taemi.artifacts import read_json
     from taemi.config import config_from_dict, deep_merge
     from taemi.report import write_report
+    from taemi.stacking import check_stack
 
+    check_stack(cfg)
     data = ensure_data(cfg)
     ensure_cache(cfg, data)
     ensure_folds(cfg, data)

@@ -17,12 +17,11 @@ import torch
 
 from taemi.artifacts import read_json, write_csv
 from taemi.config import ROLES, Config, config_from_dict
-from taemi.data import ID_COLUMN, TARGETS, labels_matrix
+from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
 from taemi.experiment import experiment_folds, open_packs, plan_jobs
 from taemi.folds import read_folds
 from taemi.metrics import score_table
 from taemi.models import create_model
-from taemi.pipeline import open_data
 from taemi.plots import bar_chart
 from taemi.progress import progress
 from taemi.training import ClipInputs, pick_device, predict

@@ -13,6 +13,7 @@ stack are reported side by side.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupShuffleSplit
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
-from taemi.config import Config, StackConfig
+from taemi.config import Config, ConfigError, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
 from taemi.experiment import labels_digest, prediction_frame
 from taemi.folds import HOLDOUT, folds_digest, label_groups
@@ -242,6 +243,17 @@ def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.n
     return oof, test
 
 
+def check_stack(cfg: Config) -> None:
+    """An unknown LGBMStacker parameter in `stack.lightgbm` stops the run before any work."""
+    if cfg.stack is None:
+        return
+    known = set(inspect.signature(LGBMStacker).parameters)
+    for key in cfg.stack.lightgbm:
+        if key not in known:
+            raise ConfigError(f"config key 'stack.lightgbm.{key}': LGBMStacker has no "
+                              f"parameter {key!r}; it takes {sorted(known)}")
+
+
 def stack_fingerprint(cfg: Config, stack: StackConfig, labels: str = "") -> str:
     """What the stack's outputs depend on: its config, the stacker's parameters (defaults
     included, so a changed default restacks), its members' predictions, the folds and the
@@ -262,6 +274,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     stack = cfg.stack
     if stack is None:
         raise DataError("the config has no `stack` section")
+    check_stack(cfg)
     out = cfg.paths.ensembles / stack.name
     fingerprint = stack_fingerprint(cfg, stack, labels_digest(data.labels))
     if (out / "cv.json").is_file() and read_json(out / "cv.json").get("fingerprint") == \
