@@ -148,3 +148,32 @@ def test_interrupted_command_says_how_to_resume(tiny_root: Path, tmp_path: Path,
     monkeypatch.setattr(taemi.pipeline, "train_experiments", interrupt)
     assert _cli(tmp_path, _audio_grid(tiny_root, tmp_path).resolved(), "train") == 130
     assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+
+
+def test_the_real_data_recipe_runs_on_the_organisers_layout(tiny_root: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture
+                                                            ) -> None:
+    """configs/abaw.yaml end to end, with test ids read from test_data/raw as on the real
+    data (sizes shrunk by overrides only)."""
+    root = tmp_path / "EMI"
+    shutil.copytree(tiny_root, root, ignore=shutil.ignore_patterns("heldout", "test_split.csv"))
+    (root / "test_data" / "raw").mkdir(parents=True)
+    for clip in pd.read_csv(tiny_root / "test_split.csv", dtype=str)["Filename"]:
+        (root / "test_data" / "raw" / f"{clip}.mp4").write_bytes(b"")
+    small = {"text": 8, "visual": 8, "audio": 8}
+    overrides = [f"data.root={root}", f"cache.dir={tmp_path / 'cache'}",
+                 f"cache.steps={small}", "cache.workers=1",
+                 f"folds.path={tmp_path / 'folds' / 'folds.csv'}", "folds.n_splits=3",
+                 "train.epochs=1", "train.threads=1", "experiments.abaw-taemi.seeds=[0]",
+                 "experiments.abaw-taemi.model.d_model=16", "tune.n_trials=1",
+                 "tune.epochs=1", f"tune.dir={tmp_path / 'tune'}"]
+    overrides += [f"paths.{p}={tmp_path / p}" for p in
+                  ("models", "ensembles", "submissions", "reports")]
+    argv = ["run", str(Path(__file__).parents[1] / "configs" / "abaw.yaml"), "-q"]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "abaw-stack" in out and (tmp_path / "submissions" / "abaw-stack.csv").is_file()
+    assert main(["validate", str(tmp_path / "submissions" / "abaw-stack.csv"),
+                 "--test-ids", str(tiny_root / "test_split.csv")]) == 0
