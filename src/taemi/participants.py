@@ -72,11 +72,18 @@ class Participants:
 def clip_means(pack: PackedFeature, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Each clip's mean over its valid steps (float32), and whether it has the modality."""
     rows = pack.rows(ids)
-    x, valid = pack.read()
-    x, valid = x[rows].astype(np.float32), valid[rows]
-    counts = valid.sum(1, keepdims=True)
-    means = (x * valid[..., None]).sum(1) / np.maximum(counts, 1)
-    present = ~pack.missing[rows] & (counts[:, 0] > 0)
+    means = np.zeros((len(rows), pack.width), np.float32)
+    counts = np.zeros(len(rows), np.int64)
+    for start in range(0, len(rows), 1024):  # in chunks: a whole pack in float32 is GBs
+        chunk = np.sort(rows[start:start + 1024])
+        order = np.argsort(np.argsort(rows[start:start + 1024]))
+        x = pack.x[chunk].astype(np.float32)
+        valid = pack.valid[chunk]
+        n = valid.sum(1)
+        sums = np.einsum("nkd,nk->nd", x, valid.astype(np.float32))
+        means[start:start + len(chunk)] = (sums / np.maximum(n, 1)[:, None])[order]
+        counts[start:start + len(chunk)] = n[order]
+    present = ~pack.missing[rows] & (counts > 0)
     return means, present
 
 
