@@ -49,3 +49,14 @@ def test_score_table_names_targets() -> None:
     assert table["mean"] == pytest.approx(1) and table["Joy"] == pytest.approx(1)
     with pytest.raises(ValueError, match="one shape"):
         mean_pearson(y, y[:, :5])
+
+
+def test_non_finite_input_is_refused_clearly() -> None:
+    from taemi.data import DataError
+
+    y = np.random.default_rng(0).random((20, 6))
+    pred = y.copy()
+    pred[7, 5] = np.nan
+    with pytest.raises(DataError, match=r"predictions hold 1 non-finite values \(first in "
+                                        r"row 7, 'Joy'\)"):
+        mean_pearson(y, pred)

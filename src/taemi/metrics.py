@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from taemi.data import TARGETS
+from taemi.data import TARGETS, DataError
 
 
 class ConstantColumnWarning(UserWarning):
@@ -25,6 +25,14 @@ def pearson_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     if y_true.shape != y_pred.shape or y_true.ndim != 2:
         raise ValueError(f"expected two (N, K) arrays of one shape, got {y_true.shape} and "
                          f"{y_pred.shape}")
+    for what, values in (("labels", y_true), ("predictions", y_pred)):
+        bad = ~np.isfinite(values)
+        if bad.any():  # a NaN would make every score NaN without a word
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            name = TARGETS[col] if values.shape[1] == len(TARGETS) else str(col)
+            raise DataError(f"cannot score: the {what} hold {int(bad.sum())} non-finite "
+                            f"values (first in row {row}, {name!r}): a diverged model or an "
+                            "out-of-range feature")
     true_c = y_true - y_true.mean(axis=0)
     pred_c = y_pred - y_pred.mean(axis=0)
     true_norm = np.sqrt((true_c**2).sum(axis=0))
