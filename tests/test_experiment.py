@@ -99,7 +99,7 @@ def test_fold_subset_and_unknown_fold(grid, tiny_root: Path, tmp_path: Path) -> 
     sub = tiny_config(tiny_root, tmp_path, experiments={"s": {"model": MODEL, "folds": [1]}})
     assert [j.fold for j in plan_jobs(sub, "s", folds)] == [1]
     bad = tiny_config(tiny_root, tmp_path, experiments={"s": {"model": MODEL, "folds": [7]}})
-    with pytest.raises(ValueError, match=r"asks for folds \[7\]"):
+    with pytest.raises(ValueError, match=r"folds \[7\] do not exist"):
         plan_jobs(bad, "s", folds)
 
 
