@@ -35,10 +35,11 @@ from taemi.artifacts import read_json
 from taemi.config import load_config
 from taemi.data import ID_COLUMN, labels_matrix
 from taemi.evidence import fold_groups
-from taemi.folds import make_folds
+from taemi.folds import make_folds, purged, training_rows
 from taemi.metrics import mean_pearson
 from taemi.participants import clip_means
 from taemi.pipeline import ensure_cache, ensure_participants, inspect_data, open_data
+from taemi.progress import set_quiet
 
 GROUPINGS = ("none", "seed", "participant", "both")
 FEATURES = (("text", 16), ("vit", 32), ("wav2vec2", 32))
@@ -59,13 +60,16 @@ def pooled(packs: dict, ids: list[str]) -> np.ndarray:
     return np.hstack(parts)
 
 
-def cv_and_test(model: str, x: np.ndarray, y: np.ndarray, fold: np.ndarray,
+def cv_and_test(model: str, x: np.ndarray, y: np.ndarray, folds: pd.DataFrame,
                 x_test: np.ndarray, y_test: np.ndarray) -> dict:
+    """OOF score; each fold model learns from `training_rows` (purged where `both` asks)."""
     columns, build = MODELS[model]
     oof, tests = np.zeros_like(y), []
+    fold = folds["fold"].to_numpy()
     for k in np.unique(fold):
         held = fold == k
-        fitted = build().fit(x[~held][:, columns], y[~held])
+        train = folds[ID_COLUMN].isin(training_rows(folds, int(k))[ID_COLUMN]).to_numpy()
+        fitted = build().fit(x[train][:, columns], y[train])
         oof[held] = fitted.predict(x[held][:, columns])
         tests.append(fitted.predict(x_test[:, columns]))
     return {"cv": mean_pearson(y, oof),
@@ -96,6 +100,7 @@ def main() -> None:
     parser.add_argument("--taemi", action="store_true", help="add the trained TAEMI runs")
     parser.add_argument("--models", default="models")
     args = parser.parse_args()
+    set_quiet(True)
 
     cfg = load_config(args.config, [f"data.root={args.root}",
                                     f"folds.path=folds/cv-{args.regime}-bench/folds.csv"])
@@ -122,14 +127,12 @@ def main() -> None:
     for model in MODELS:
         out["models"][model] = {}
         for grouping in GROUPINGS:
-            try:
-                folds = make_folds(data.labels, 5, seed=42,
-                                   groups=fold_groups(data, grouping, participants))
-            except ValueError as err:
-                out["models"][model][grouping] = {"error": str(err)}
-                continue
-            fold = folds.set_index(ID_COLUMN).loc[labelled, "fold"].to_numpy()
-            row = cv_and_test(model, x, y, fold, x_test, y_test)
+            groups, purge = fold_groups(data, grouping, participants)
+            folds = make_folds(data.labels, 5, seed=42, groups=groups, purge=purge)
+            folds = folds.set_index(ID_COLUMN).loc[labelled].reset_index()
+            row = cv_and_test(model, x, y, folds, x_test, y_test)
+            if purge is not None:
+                row["purged"] = float(np.mean([share for _, share in purged(folds)]))
             row["gap"] = row["cv"] - row["test_single"]
             out["models"][model][grouping] = row
             print(model, grouping, {k: round(v, 4) for k, v in row.items()}, flush=True)

@@ -105,7 +105,7 @@ def test_auto_follows_the_evidence(tiny_root: Path, disjoint_root: Path,
         assert evidence.participants_crossing_train_valid <= 1
         assert reason
     assert chosen["shared"] == "participant"
-    assert chosen["disjoint"] in ("both", "seed")
+    assert chosen["disjoint"] == "both"
     cfg = tiny_config(tiny_root, tmp_path / "shared")
     folds = ensure_folds(cfg).merge(_clips(tiny_root), on="Filename")
     assert (folds.groupby("participant")["fold"].nunique() == 1).all()
@@ -262,3 +262,25 @@ def test_inspect_command_prints_the_evidence(tiny_root: Path, tmp_path: Path,
     out = capsys.readouterr().out
     assert "participants (inferred)" in out and "group_by auto -> participant" in out
     assert "test clips that look like a labelled participant: 0.0%" in out
+
+
+def test_both_purges_the_folds_seed_videos_from_its_training_rows(disjoint_root: Path,
+                                                                  tmp_path: Path) -> None:
+    from taemi.experiment import fold_inputs, open_packs
+    from taemi.folds import seed_groups
+
+    cfg = tiny_config(disjoint_root, tmp_path, folds={
+        "path": str(tmp_path / "folds" / "folds.csv"), "n_splits": 3, "group_by": "both"})
+    data = open_data(cfg)
+    folds = ensure_folds(cfg, data).merge(_clips(disjoint_root), on="Filename")
+    assert (folds.groupby("participant")["fold"].nunique() == 1).all()
+    labels = data.labels.set_index("Filename").loc[folds["Filename"]]
+    seeds = pd.Series(seed_groups(labels[list(TARGETS)].to_numpy()), index=folds["Filename"])
+    packs = open_packs(cfg, data, "vit-w2v")
+    for fold in range(3):
+        _, parts, _ = fold_inputs(cfg, data, read_folds(cfg.folds.path), packs, fold)
+        learned = set(parts["fit"]) | set(parts["select"])
+        assert learned and not set(seeds[parts["val"]]) & set(seeds[list(learned)])
+        people = folds.set_index("Filename")["participant"]
+        assert not set(people[parts["val"]]) & set(people[list(learned)])
+    assert "purged" in read_json(cfg.folds.path.with_name("folds.json"))["reason"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData
-from taemi.folds import label_groups, make_folds, near_duplicates, seed_groups, union_groups
+from taemi.folds import label_groups, near_duplicates, seed_groups, union_groups
 from taemi.participants import Participants
 
 KNOWN_PERSON = 0.5  # share of test clips matching a labelled participant: "known people"
@@ -167,28 +167,31 @@ def choose_group_by(evidence: Evidence) -> tuple[str, str]:
     return choice, "; ".join(reasons)
 
 
-def fold_groups(data: ChallengeData, group_by: str, participants: Participants | None
-                ) -> np.ndarray:
-    """One group per labelled clip (rows of `data.labels`) for a concrete `group_by`."""
+def fold_groups(data: ChallengeData, group_by: str, participants: Participants | None,
+                n_splits: int = 5) -> tuple[np.ndarray, np.ndarray | None]:
+    """The groups folds keep whole (one per row of `data.labels`) for a concrete
+    `group_by`, and the purge groups (`make_folds`), if any.
+
+    `both`: participants and seed videos together when their union still makes folds;
+    when they cross so much that it does not (every participant mimicking many seed
+    videos joins everyone into one group), folds keep participants whole and each fold's
+    training rows leave out the seed videos of the fold (purged): no fold model has seen
+    the fold's people or its seed videos, at the price of fewer training rows.
+    """
     labels = data.labels
     ids = labels[ID_COLUMN].tolist()
     seeds = seed_groups(labels[list(TARGETS)].to_numpy(),
                         [data.transcripts.get(i, "") for i in ids])
     if group_by == "none":
-        return np.arange(len(ids))
+        return np.arange(len(ids)), None
     if group_by == "seed":
-        return seeds
+        return seeds, None
     assert participants is not None
     person = participants.of(ids)
-    return person if group_by == "participant" else union_groups(person, seeds)
-
-
-def feasible(data: ChallengeData, group_by: str, participants: Participants | None,
-             n_splits: int, scheme: str) -> bool:
-    """Whether grouped folds exist for this grouping (no group larger than one fold)."""
-    try:
-        make_folds(data.labels, n_splits, scheme, groups=fold_groups(data, group_by,
-                                                                     participants))
-    except ValueError:
-        return False
-    return True
+    if group_by == "participant":
+        return person, None
+    union = union_groups(person, seeds)
+    largest = np.bincount(np.unique(union, return_inverse=True)[1].ravel()).max()
+    if largest <= len(ids) / n_splits / 2:
+        return union, None
+    return person, seeds

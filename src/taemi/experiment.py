@@ -26,7 +26,7 @@ from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
-from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split
+from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
 from taemi.metrics import score_table
 
 PREDICTIONS = ("oof", "test", "holdout")
@@ -116,7 +116,7 @@ def fold_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     from taemi.training import ClipInputs
 
     cv = folds["fold"] != HOLDOUT
-    train = folds.loc[cv & (folds["fold"] != fold), ID_COLUMN].tolist()
+    train = training_rows(folds, fold)[ID_COLUMN].tolist()
     val = folds.loc[folds["fold"] == fold, ID_COLUMN].tolist()
     if selection == "inner":
         fit, select = selection_split(folds, fold, inner_fraction)

@@ -153,11 +153,15 @@ def make_folds(
     seed: int = 42,
     n_bins: int = 3,
     groups: np.ndarray | None = None,
+    purge: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Assign each labelled clip a fold and record its group.
 
     `labels` has Filename, the targets and `split`; `groups` (one per row of `labels`)
-    are kept whole inside one fold: seed groups (`label_groups`) when not given.
+    are kept whole inside one fold: seed groups (`label_groups`) when not given. `purge`
+    (one per row, optional) is a second grouping that folds cannot keep whole: it is
+    recorded, and a fold's training rows leave out every row that shares a purge group
+    with the fold (`training_rows`).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"folds scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -183,14 +187,39 @@ def make_folds(
             fold[held] = k
     out = pd.DataFrame({ID_COLUMN: pool[ID_COLUMN].to_numpy(), "fold": fold,
                         "group": np.unique(groups, return_inverse=True)[1].ravel()})
+    columns = ["group"]
+    if purge is not None:
+        out["purge"] = np.unique(np.asarray(purge)[in_pool], return_inverse=True)[1].ravel()
+        columns.append("purge")
     if scheme == "train":
         holdout = labels.loc[~in_pool, ID_COLUMN].to_numpy()
         out = pd.concat([out, pd.DataFrame({ID_COLUMN: holdout, "fold": HOLDOUT,
-                                            "group": -1})])
+                                            **{c: -1 for c in columns}})])
     out = out.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
-    cv = out["group"] >= 0  # groups numbered by first appearance: a stable file
-    out.loc[cv, "group"] = pd.factorize(out.loc[cv, "group"])[0]
+    cv = out["fold"] != HOLDOUT  # groups numbered by first appearance: a stable file
+    for column in columns:
+        out.loc[cv, column] = pd.factorize(out.loc[cv, column])[0]
     return out
+
+
+def purged(folds: pd.DataFrame) -> list[tuple[int, float]]:
+    """Per fold, the share of its other-fold rows that purging leaves out."""
+    out = []
+    for k in sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT):
+        others = ((folds["fold"] != HOLDOUT) & (folds["fold"] != k)).sum()
+        out.append((k, 1 - len(training_rows(folds, k)) / max(int(others), 1)))
+    return out
+
+
+def training_rows(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The rows fold `fold`'s model may learn from: every other CV fold, less any row that
+    shares a `purge` group (when the folds file has one) with a row of the fold."""
+    cv = folds["fold"] != HOLDOUT
+    train = folds[cv & (folds["fold"] != fold)]
+    if "purge" in folds.columns:
+        held = folds.loc[folds["fold"] == fold, "purge"].unique()
+        train = train[~train["purge"].isin(held)]
+    return train
 
 
 def selection_split(folds: pd.DataFrame, fold: int, fraction: float = 0.15,
@@ -202,7 +231,7 @@ def selection_split(folds: pd.DataFrame, fold: int, fraction: float = 0.15,
     `group` column (the same grouping as the folds); a folds file without groups (one a
     team made by hand) selects on the next fold instead.
     """
-    train = folds[(folds["fold"] != HOLDOUT) & (folds["fold"] != fold)]
+    train = training_rows(folds, fold)
     if "group" not in folds.columns:
         cv = sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT)
         nxt = cv[(cv.index(fold) + 1) % len(cv)]
@@ -243,11 +272,13 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     if folds.isna().any() or (folds != folds.round()).any() or (folds < HOLDOUT).any():
         raise DataError(f"{path}: column 'fold' must hold integers >= {HOLDOUT}")
     out = pd.DataFrame({ID_COLUMN: ids, "fold": folds.astype(np.int64).to_numpy()})
-    if "group" in frame.columns:  # optional: the groups the folds keep whole
-        group = pd.to_numeric(frame["group"], errors="coerce")
+    for column in ("group", "purge"):  # optional: the groupings the folds respect
+        if column not in frame.columns:
+            continue
+        group = pd.to_numeric(frame[column], errors="coerce")
         exact = group.notna().all() and (group == group.round()).all()
-        out["group"] = group.astype(np.int64).to_numpy() if exact else pd.factorize(
-            frame["group"].astype(str))[0]
+        out[column] = group.astype(np.int64).to_numpy() if exact else pd.factorize(
+            frame[column].astype(str))[0]
     return out
 
 

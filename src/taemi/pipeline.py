@@ -19,7 +19,7 @@ from taemi.cache import PackedFeature, build_packed
 from taemi.config import Config, ConfigError
 from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport, open_data
 from taemi.evidence import Evidence
-from taemi.folds import folds_digest, make_folds, read_folds, write_folds
+from taemi.folds import folds_digest, make_folds, purged, read_folds, write_folds
 from taemi.participants import Participants
 from taemi.progress import echo
 from taemi.synth import SynthParams, generate
@@ -114,17 +114,11 @@ def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
 
 def inspect_data(cfg: Config, data: ChallengeData) -> tuple[Evidence, str, str]:
     """The evidence on participants and seed videos, and the `group_by` it supports."""
-    from taemi.evidence import choose_group_by, feasible, gather_evidence
+    from taemi.evidence import choose_group_by, gather_evidence
 
     participants = ensure_participants(cfg, data)
     evidence = gather_evidence(data, participants)
     choice, reason = choose_group_by(evidence)
-    f = cfg.folds
-    if choice == "both" and not feasible(data, "both", participants, f.n_splits, f.scheme):
-        choice = "seed"
-        reason += ("; participants and seed videos cross so much that no folds keep both "
-                   "apart, so folds keep seed videos apart (a model that recalls a seed "
-                   "video's labels gains more than one that knows a face)")
     return evidence, choice, reason
 
 
@@ -157,8 +151,14 @@ def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame
     group_by = f.group_by
     if group_by == "auto":
         evidence, group_by, reason = inspect_data(cfg, data)
-    folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins,
-                       groups=fold_groups(data, group_by, participants))
+    groups, purge = fold_groups(data, group_by, participants, f.n_splits)
+    folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins, groups=groups,
+                       purge=purge)
+    if purge is not None:
+        reason += ("; participants and seed videos cross too much for folds to keep both "
+                   "whole: folds keep participants, and each fold's training rows leave out "
+                   "its seed videos (" + ", ".join(
+                       f"fold {k}: {share:.0%} purged" for k, share in purged(folds)) + ")")
     if path.is_file():
         existing = read_folds(path)
         made_here = record.is_file() and read_json(record).get("digest") == folds_digest(
