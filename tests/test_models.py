@@ -117,3 +117,27 @@ def test_losses() -> None:
         (mse_loss(y + 0.1, y) + 2 * ccc_loss(y + 0.1, y)).item())
     with pytest.raises(ValueError, match="unknown loss"):
         MixedLoss({"l1": 1})
+
+
+@pytest.mark.parametrize("name", ["taemi", "unimodal_audio"])
+def test_padding_never_reaches_attention(name: str) -> None:
+    """A clip gives the same output however much padding its pack adds after its steps."""
+    torch.manual_seed(0)
+    dims = {"text": 6, "visual": 5, "audio": 4}
+    model = create_model(name, dims=dims, d_model=16, heads=2).eval()
+    steps = {"text": 3, "visual": 4, "audio": 5}
+
+    def batch(pad: int) -> dict:
+        torch.manual_seed(1)
+        out = {}
+        for role, d in dims.items():
+            x = torch.zeros(2, steps[role] + pad, d)
+            x[:, :steps[role]] = torch.randn(2, steps[role], d)
+            valid = torch.zeros(2, steps[role] + pad, dtype=torch.bool)
+            valid[:, :steps[role]] = True
+            out.update({role: x, f"{role}_valid": valid,
+                        f"{role}_missing": torch.tensor([False, role == "visual"])})
+        return out
+
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch(0)), model(batch(7)))

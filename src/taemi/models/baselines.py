@@ -20,6 +20,7 @@ from taemi.models.layers import (
     SelfAttentionBlock,
     StreamEmbedding,
     TimeEncoding,
+    attendable,
     drop_modalities,
     masked_mean,
     step_times,
@@ -108,10 +109,10 @@ class Unimodal(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         r = self.role
         h, present = self.embed(batch[r], batch[f"{r}_valid"], batch[f"{r}_missing"])
+        keys = attendable(present)
         for block in self.blocks:
-            h = block(h)
-        pool_mask = present | ~present.any(dim=1, keepdim=True)
-        return self.head(self.pool(h, pool_mask))
+            h = block(h, keys)
+        return self.head(self.pool(h, keys))
 
 
 @register_model

@@ -16,8 +16,9 @@ def step_times(valid: Tensor) -> Tensor:
     """Each step's relative time in its clip, (k + 0.5) / n_valid, so that a word at 40% of
     a transcript and a frame at 40% of a video get the same time code."""
     n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1)
-    index = torch.arange(valid.shape[1], device=valid.device, dtype=torch.float32)
-    return (index[None] + 0.5) / n_valid
+    # counted over valid steps only: an invalid step inside a clip (a NaN row) does not
+    # shift the time of the steps after it
+    return (valid.cumsum(dim=1).float() - 0.5).clamp(min=0) / n_valid
 
 
 class TimeEncoding(nn.Module):
@@ -67,6 +68,12 @@ def drop_modalities(batch: dict[str, Tensor], rates: dict[str, float],
         draw = torch.rand(missing.shape, generator=generator, device="cpu").to(missing.device)
         out[key] = missing | (draw < rate)
     return out
+
+
+def attendable(present: Tensor) -> Tensor:
+    """Which steps attention may read (B, K): the real ones; where a clip has none (the
+    modality is missing), its missing-modality tokens, so that softmax always has keys."""
+    return present | ~present.any(dim=1, keepdim=True)
 
 
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:

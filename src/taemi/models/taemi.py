@@ -10,6 +10,8 @@ emotion the words name is shown. Every stream carries a relative-time code, so a
 40% of the transcript lines up with the frames at 40% of the clip. Learnable
 missing-modality tokens stand in for absent steps and absent modalities (no face, no
 audio, no speech), and modality dropout trains the model to live without each of them.
+Attention never reads padding: a clip shorter than the pack attends to its own steps
+only, and a wholly missing stream offers its missing tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from taemi.models.layers import (
     Head,
     SelfAttentionBlock,
     StreamEmbedding,
+    attendable,
     drop_modalities,
     masked_mean,
 )
@@ -48,11 +51,15 @@ class DualCrossAttentionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.ffn = FeedForward(d_model, ffn_mult, dropout)
 
-    def forward(self, q: Tensor, visual: Tensor, audio: Tensor) -> Tensor:
+    def forward(self, q: Tensor, visual: Tensor, audio: Tensor, visual_keys: Tensor,
+                audio_keys: Tensor) -> Tensor:
+        """`*_keys` (B, K): the steps each stream offers as keys (`attendable`)."""
         h = self.norm_q(q)
         v, a = self.norm_v(visual), self.norm_a(audio)
-        from_visual, _ = self.to_visual(h, v, v, need_weights=False)
-        from_audio, _ = self.to_audio(h, a, a, need_weights=False)
+        from_visual, _ = self.to_visual(h, v, v, key_padding_mask=~visual_keys,
+                                        need_weights=False)
+        from_audio, _ = self.to_audio(h, a, a, key_padding_mask=~audio_keys,
+                                      need_weights=False)
         value, gate = self.fuse(torch.cat([h, from_visual, from_audio], dim=-1)).chunk(2, -1)
         return self.ffn(q + self.drop(value * torch.sigmoid(gate)))
 
@@ -96,23 +103,21 @@ class TAEMI(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.training:
             batch = drop_modalities(batch, self.modality_dropout)
-        h = {}
+        h, keys = {}, {}
         for role in ROLES:
-            h[role], _ = self.embed[role](batch[role], batch[f"{role}_valid"],
-                                          batch[f"{role}_missing"])
+            h[role], present = self.embed[role](batch[role], batch[f"{role}_valid"],
+                                                batch[f"{role}_missing"])
+            keys[role] = attendable(present)
         for role, blocks in self.streams.items():
             for block in blocks:
-                h[role] = block(h[role])
+                h[role] = block(h[role], keys[role])
         q = h["text"]
         for block in self.blocks:
-            q = block(q, h["visual"], h["audio"])
+            q = block(q, h["visual"], h["audio"], keys["visual"], keys["audio"])
         # pool over the real words; a clip without speech pools its missing-text tokens
-        words = batch["text_valid"] & ~batch["text_missing"][:, None]
-        words = words | ~words.any(dim=1, keepdim=True)
-        pooled = [masked_mean(self.norm(q), words)]
+        pooled = [masked_mean(self.norm(q), keys["text"])]
         for role, pool in (self.pools or {}).items():
-            present = batch[f"{role}_valid"] & ~batch[f"{role}_missing"][:, None]
-            pooled.append(pool(h[role], present | ~present.any(dim=1, keepdim=True)))
+            pooled.append(pool(h[role], keys[role]))
         return self.head(torch.cat(pooled, dim=-1))
 
 
