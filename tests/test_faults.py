@@ -48,10 +48,10 @@ def test_a_stale_stack_or_experiment_is_never_submitted(tiny_root: Path, tmp_pat
         os.utime(member, ns=(member.stat().st_atime_ns, member.stat().st_mtime_ns + 10**9))
     with pytest.raises(DataError, match=r"stale.*taemi stack"):
         ensure_submission(cfg, "s", "second")
-    job = cfg.paths.models / "a" / "vit-w2v" / "seed0" / "fold0" / "done.json"
-    os.utime(job, ns=(job.stat().st_atime_ns, job.stat().st_mtime_ns + 10**10))
+    assert ensure_submission(cfg, "a", "third").is_file()  # the experiment is current
+    retrained = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
     with pytest.raises(DataError, match=r"stale.*taemi train"):
-        ensure_submission(cfg, "a", "third")
+        ensure_submission(retrained, "a", "fourth")  # the config's jobs differ
 
 
 def test_corrected_labels_retrain(tiny_root: Path, tmp_path: Path) -> None:

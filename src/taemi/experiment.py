@@ -256,6 +256,9 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     if "holdout" in top:
         cv["holdout"] = _score(top["holdout"], data.labels)
     cv["heldout_test"] = _score(top["test"], data.test_labels)
+    # which job runs these predictions come from: `taemi submit` checks them against the config
+    cv["jobs"] = {j.label: read_json(j.folder(cfg.paths.models) / "done.json")["fingerprint"]
+                  for j in jobs}
     # what the OOF score estimates: one fold model's score on the test (mean over models)
     cv["heldout_test_single"] = float(np.mean(single)) if single else None
     cv["selection"] = cfg.train_for(experiment).selection

@@ -239,16 +239,15 @@ def check_current(cfg: Config, data: ChallengeData, folder: Path) -> None:
         return  # a folder outside this config: nothing to check it against
     folds = read_folds(cfg.folds.path)
     digest = folds_digest(folds)
-    summary_time = (folder / "cv.json").stat().st_mtime_ns
+    gathered = cv.get("jobs", {})
     for backbone in cfg.backbones_for(name):
         packs = open_packs(cfg, data, backbone)
         for job in (j for j in plan_jobs(cfg, name, folds) if j.backbone == backbone):
-            job_dir = job.folder(cfg.paths.models)
             fingerprint = job_fingerprint(cfg, job, packs, digest, labels)
-            if not is_done(job_dir, fingerprint) or \
-                    (job_dir / "done.json").stat().st_mtime_ns > summary_time:
+            if gathered.get(job.label) != fingerprint or \
+                    not is_done(job.folder(cfg.paths.models), fingerprint):
                 raise DataError(f"{folder} is stale: job {job.label} is not what the config "
-                                "trains, or changed after the experiment was gathered; rerun "
+                                "trains, or its predictions were not gathered; rerun "
                                 "`taemi train CONFIG` first")
 
 
