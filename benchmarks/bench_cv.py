@@ -39,6 +39,7 @@ from taemi.folds import make_folds, purged, training_rows
 from taemi.metrics import mean_pearson
 from taemi.participants import clip_means
 from taemi.pipeline import ensure_cache, ensure_participants, inspect_data, open_data
+from taemi.plots import grouped_bars
 from taemi.progress import set_quiet
 
 GROUPINGS = ("none", "seed", "participant", "both")
@@ -82,6 +83,8 @@ def taemi_rows(regime: str, models_dir: Path) -> dict:
     for path in sorted(models_dir.glob(f"cv-{regime}-*/cv-taemi/cv.json")):
         cv = read_json(path)
         run = path.parent.parent.name.removeprefix(f"cv-{regime}-")
+        if run.count("-") != 1:  # <group_by>-<selection> only: not the 2-fold variants
+            continue
         folds_json = Path(cv["folds_file"]).with_name("folds.json")
         chosen = read_json(folds_json)["chosen"] if folds_json.is_file() else "?"
         seconds = [read_json(p)["seconds"] for p in path.parent.rglob("done.json")]
@@ -92,6 +95,18 @@ def taemi_rows(regime: str, models_dir: Path) -> dict:
     return rows
 
 
+def plot_gaps(out: dict, path: Path) -> Path:
+    """cv - test single per model and grouping (TAEMI: its inner-selection runs)."""
+    gaps = {model: {g: row["gap"] for g, row in rows.items() if "gap" in row}
+            for model, rows in out["models"].items() if model != "taemi"}
+    for row in out["models"].get("taemi", {}).values():
+        if row["selection"] == "inner" and row.get("test_single") is not None:
+            gaps.setdefault("taemi", {})[row["grouping"]] = row["cv"] - row["test_single"]
+    table = pd.DataFrame(gaps).T.reindex(columns=list(GROUPINGS))
+    return grouped_bars(table, path, f"{out['regime']} seed videos: CV minus single-model "
+                        f"test (auto: {out['auto']})", columns=list(GROUPINGS))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--regime", choices=("shared", "disjoint"), required=True)
@@ -99,7 +114,16 @@ def main() -> None:
     parser.add_argument("--config", default="configs/cv.yaml")
     parser.add_argument("--taemi", action="store_true", help="add the trained TAEMI runs")
     parser.add_argument("--models", default="models")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the plot from the JSON written before (and --taemi)")
     args = parser.parse_args()
+    path = Path(f"benchmarks/results/cv-{args.regime}.json")
+    if args.plot_only:
+        out = json.loads(path.read_text())
+        if args.taemi:
+            out["models"]["taemi"] = taemi_rows(args.regime, Path(args.models))
+        print(plot_gaps(out, path.with_suffix(".png")))
+        return
     set_quiet(True)
 
     cfg = load_config(args.config, [f"data.root={args.root}",
@@ -140,10 +164,9 @@ def main() -> None:
         out["models"]["taemi"] = taemi_rows(args.regime, Path(args.models))
         for run, row in out["models"]["taemi"].items():
             print("taemi", run, row)
-    path = Path(f"benchmarks/results/cv-{args.regime}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=float) + "\n")
-    print(f"written: {path}")
+    print(f"written: {path}, {plot_gaps(out, path.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
