@@ -92,3 +92,28 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "test ids missing" in capsys.readouterr().err
     assert main(["validate", str(bad)]) == 0  # format alone is fine
     assert "format only" in capsys.readouterr().out
+
+
+def test_out_of_range_predictions_keep_their_pearson() -> None:
+    from taemi.metrics import pearson_per_target
+    from taemi.submission import into_range
+
+    rng = np.random.default_rng(0)
+    y = rng.random((50, 6))
+    pred = y + rng.normal(0, 0.3, size=y.shape)
+    pred[:, 0] *= 3  # wider than [0, 1]: rescaled
+    pred[:, 1] += 0.5  # above 1, narrow: shifted
+    pred[:, 5] = np.clip(pred[:, 5], 0.1, 0.9)  # already in range: untouched
+    mapped = into_range(pred)
+    assert mapped.min() >= 0 and mapped.max() <= 1
+    np.testing.assert_allclose(pearson_per_target(y, mapped), pearson_per_target(y, pred))
+    assert (pearson_per_target(y, np.clip(pred, 0, 1)) != pearson_per_target(y, pred)).any()
+    np.testing.assert_array_equal(mapped[:, 5], pred[:, 5])
+
+
+def test_a_non_finite_prediction_names_its_id() -> None:
+    frame = pd.DataFrame(np.full((3, 6), 0.5), columns=list(TARGETS))
+    frame.insert(0, "Filename", ["00007", "00008", "00009"])
+    frame.loc[1, "Joy"] = np.nan
+    with pytest.raises(SubmissionError, match=r"first for id 00008, 'Joy'"):
+        make_submission(frame, ["00007", "00008", "00009"])

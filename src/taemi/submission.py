@@ -84,16 +84,37 @@ def validate(path: str | os.PathLike, test_ids: list[str] | None = None) -> None
         raise SubmissionError("invalid submission:\n  " + "\n  ".join(problems))
 
 
+def into_range(values: np.ndarray) -> np.ndarray:
+    """Each column moved into [0, 1] by an increasing affine map, only where it leaves the
+    range: a shift when its spread fits, else a rescale of [min, max] onto [0, 1].
+    Clipping would change Pearson; an increasing affine map leaves it (and every
+    ranking) exactly as it was."""
+    out = values.astype(np.float64).copy()
+    for k in range(out.shape[1]):
+        low, high = out[:, k].min(), out[:, k].max()
+        if low >= 0 and high <= 1:
+            continue
+        if high - low <= 1:
+            out[:, k] -= low if low < 0 else high - 1
+        else:
+            out[:, k] = (out[:, k] - low) / (high - low)
+    return np.clip(out, 0, 1)  # rounding only: the map already lands in [0, 1]
+
+
 def make_submission(predictions: pd.DataFrame, test_ids: list[str]) -> pd.DataFrame:
-    """Order predictions by the test ids, keep the six targets, clip to [0, 1]."""
+    """Order predictions by the test ids, keep the six targets, move each into [0, 1]
+    without changing its Pearson (`into_range`)."""
     indexed = predictions.set_index(ID_COLUMN)
     missing = [i for i in test_ids if i not in indexed.index]
     if missing:
         raise SubmissionError(f"predictions lack {len(missing)} test ids, e.g. {missing[:5]}")
     values = indexed.loc[test_ids, list(TARGETS)].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise SubmissionError("predictions hold NaN or infinite values")
-    frame = pd.DataFrame(np.clip(values, 0, 1), columns=list(TARGETS))
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise SubmissionError(f"predictions hold {int(bad.sum())} NaN or infinite values, "
+                              f"first for id {test_ids[row]}, {TARGETS[col]!r}")
+    frame = pd.DataFrame(into_range(values), columns=list(TARGETS))
     frame.insert(0, ID_COLUMN, list(test_ids))
     return frame
 
