@@ -34,6 +34,7 @@ class Evidence:
     clips_test: int
     participants: int
     participant_source: str
+    participants_identifiable: bool  # true ids, or a modality that tells people apart
     identity: list[dict]  # per modality: separation of random over nearest distances
     participant_median_clips: float
     participant_largest: int
@@ -113,6 +114,7 @@ def gather_evidence(data: ChallengeData, participants: Participants) -> Evidence
         clips_test=len(data.test_ids),
         participants=len(sizes),
         participant_source=participants.source,
+        participants_identifiable=participants.identifiable,
         identity=[{**asdict(m), "separation": m.separation} for m in participants.modalities],
         participant_median_clips=float(sizes.median()),
         participant_largest=int(sizes.max()),
@@ -135,7 +137,7 @@ def choose_group_by(evidence: Evidence) -> tuple[str, str]:
     """The `group_by` the evidence supports (participant, seed, both or none), and why."""
     e = evidence
     reasons = []
-    if not (e.participant_source != "inferred" or any(m["used"] for m in e.identity)):
+    if not e.participants_identifiable:
         by_person = False
         reasons.append("participants cannot be told apart from the features")
     elif e.test_with_known_participant >= KNOWN_PERSON:
@@ -180,16 +182,17 @@ def fold_groups(data: ChallengeData, group_by: str, participants: Participants |
     """
     labels = data.labels
     ids = labels[ID_COLUMN].tolist()
-    seeds = seed_groups(labels[list(TARGETS)].to_numpy(),
-                        [data.transcripts.get(i, "") for i in ids])
     if group_by == "none":
         return np.arange(len(ids)), None
+    if group_by == "participant":
+        assert participants is not None
+        return participants.of(ids), None
+    seeds = seed_groups(labels[list(TARGETS)].to_numpy(),
+                        [data.transcripts.get(i, "") for i in ids])
     if group_by == "seed":
         return seeds, None
     assert participants is not None
     person = participants.of(ids)
-    if group_by == "participant":
-        return person, None
     union = union_groups(person, seeds)
     largest = np.bincount(np.unique(union, return_inverse=True)[1].ravel()).max()
     if largest <= len(ids) / n_splits / 2:

@@ -67,18 +67,23 @@ def label_groups(labels: np.ndarray, step: float = 1 / 6) -> np.ndarray:
     return out
 
 
+def linked_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One group per connected component of `n` nodes joined by the links a[i] - b[i]."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
 def union_groups(*groupings: np.ndarray) -> np.ndarray:
-    """Rows that share a group in any of `groupings` end in one group (graph components)."""
+    """Rows that share a group in any of `groupings` end in one group."""
     n = len(groupings[0])
-    rows, cols, offset = [], [], n  # nodes: the rows, then every grouping's groups
+    a, b, offset = [], [], n  # nodes: the rows, then every grouping's groups
     for g in groupings:
         _, inverse = np.unique(g, return_inverse=True)
-        rows.append(np.arange(n))
-        cols.append(offset + inverse.ravel())
+        a.append(np.arange(n))
+        b.append(offset + inverse.ravel())
         offset += int(inverse.max()) + 1 if n else 0
-    graph = coo_matrix((np.ones(n * len(groupings)),
-                        (np.concatenate(rows), np.concatenate(cols))), shape=(offset, offset))
-    return connected_components(graph, directed=False)[1][:n]
+    return linked_groups(offset, np.concatenate(a), np.concatenate(b))[:n]
 
 
 def label_strata(labels: np.ndarray, n_bins: int = 3) -> np.ndarray:
@@ -130,11 +135,7 @@ def transcript_groups(texts: list[str], min_similarity: float = 0.8) -> np.ndarr
     without speech stands alone."""
     matches = near_duplicates(texts, texts, same=True, min_similarity=min_similarity)
     rows = np.concatenate([np.full(len(m), i) for i, m in enumerate(matches)] or [[]])
-    cols = np.concatenate(matches or [[]])
-    n = len(texts)
-    graph = coo_matrix((np.ones(len(rows)), (rows.astype(np.int64), cols.astype(np.int64))),
-                       shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    return linked_groups(len(texts), rows, np.concatenate(matches or [[]]))
 
 
 def seed_groups(labels: np.ndarray, texts: list[str] | None = None) -> np.ndarray:

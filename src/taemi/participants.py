@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from taemi.cache import PackedFeature
 from taemi.data import ID_COLUMN, DataError, check_ids
+from taemi.folds import linked_groups
 
 MIN_SEPARATION = 1.5  # random-pair over nearest-neighbour distance: identity is decodable
 
@@ -151,8 +150,7 @@ def infer_participants(ids: list[str], packs: dict[str, PackedFeature], k: int =
         keep &= ~both | (distance < threshold[name])  # every shared modality must agree
         shared |= both
     pairs = pairs[keep & shared]
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    labels = linked_groups(n, pairs[:, 0], pairs[:, 1])
     return Participants(list(ids), _renumber(labels), "inferred", infos)
 
 

@@ -112,11 +112,12 @@ def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
     return found
 
 
-def inspect_data(cfg: Config, data: ChallengeData) -> tuple[Evidence, str, str]:
+def inspect_data(cfg: Config, data: ChallengeData, participants: Participants | None = None
+                 ) -> tuple[Evidence, str, str]:
     """The evidence on participants and seed videos, and the `group_by` it supports."""
     from taemi.evidence import choose_group_by, gather_evidence
 
-    participants = ensure_participants(cfg, data)
+    participants = participants or ensure_participants(cfg, data)
     evidence = gather_evidence(data, participants)
     choice, reason = choose_group_by(evidence)
     return evidence, choice, reason
@@ -150,7 +151,7 @@ def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame
     reason, evidence = "set in the config", None
     group_by = f.group_by
     if group_by == "auto":
-        evidence, group_by, reason = inspect_data(cfg, data)
+        evidence, group_by, reason = inspect_data(cfg, data, participants)
     groups, purge = fold_groups(data, group_by, participants, f.n_splits)
     folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins, groups=groups,
                        purge=purge)
