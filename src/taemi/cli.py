@@ -27,12 +27,11 @@ from collections.abc import Callable, Sequence
 from taemi.config import Config, ConfigError, load_config
 from taemi.data import DataError
 from taemi.progress import echo, set_quiet
-from taemi.training import TrainingDiverged
 
 PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
                errno.ENOSPC, errno.EEXIST)
 Handler = Callable[[argparse.Namespace], int | None]
-USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError, TrainingDiverged)
+USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
 
 
 
@@ -260,24 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _diverged(err: Exception) -> bool:
+    """A run whose loss went non-finite: one line too. Checked without importing torch
+    (the training module is loaded only by commands that train)."""
+    training = sys.modules.get("taemi.training")
+    return training is not None and isinstance(err, training.TrainingDiverged)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
     try:
         return int(args.handler(args) or 0)
-    except USER_ERRORS as err:
-        print(f"taemi {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"taemi {args.command}: interrupted; run the same command again to resume "
               "where it stopped", file=sys.stderr)
         return 130
-    except OSError as err:  # a path the kit cannot write: name it, in one line
-        if err.errno not in PATH_ERRNOS:
+    except Exception as err:
+        if isinstance(err, USER_ERRORS) or _diverged(err):
+            message = str(err)
+        elif isinstance(err, OSError) and err.errno in PATH_ERRNOS:
+            # a path the kit cannot write: name it, in one line
+            what = "disk full" if err.errno == errno.ENOSPC else err.strerror
+            message = f"{what}: {err.filename or ''}"
+        else:
             raise
-        where = err.filename or ""
-        what = "disk full" if err.errno == errno.ENOSPC else err.strerror
-        print(f"taemi {args.command}: error: {what}: {where}", file=sys.stderr)
+        print(f"taemi {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
