@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from taemi.losses import MixedLoss, ccc_loss, mse_loss, pearson_loss
-from taemi.models import create_model, list_models
-from taemi.models.layers import drop_modalities
+from taemi.losses import MixedLoss, ccc_loss, gate_loss, mse_loss, pearson_loss
+from taemi.models import create_model, list_models, model_parameters
+from taemi.models.layers import GateIntensityHead, drop_modalities, take_gate_logits
 
 DIMS = {"text": 12, "visual": 10, "audio": 14}
 STEPS = {"text": 5, "visual": 7, "audio": 9}
@@ -44,7 +44,8 @@ def test_every_model_gives_six_values_in_unit_range(name: str) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["taemi", "fusion", "unimodal_visual", "gru_visual"])
+@pytest.mark.parametrize("name", ["taemi", "taemi_paper", "fusion", "unimodal_visual",
+                                  "gru_visual"])
 def test_masked_steps_do_not_matter(name: str) -> None:
     model = build(name)
     batch = make_batch()
@@ -53,9 +54,20 @@ def test_masked_steps_do_not_matter(name: str) -> None:
     assert torch.allclose(model(batch), model(changed), atol=1e-6)
 
 
+MISSING_TOKENS = {  # where each model keeps its missing-modality token of a role
+    "taemi": lambda model, role: model.embed[role].missing_token,
+    "taemi_paper": lambda model, role: model.missing[role],  # in the input space
+    "taemi_paper+projection": lambda model, role: model.missing[role],
+}
+
+
+@pytest.mark.parametrize("name", list(MISSING_TOKENS))
 @pytest.mark.parametrize("role", ["text", "visual", "audio"])
-def test_missing_modality_acts_only_through_its_token(role: str) -> None:
-    model = build("taemi")
+def test_missing_modality_acts_only_through_its_token(name: str, role: str) -> None:
+    torch.manual_seed(0)
+    model_name, _, option = name.partition("+")
+    model = create_model(model_name, dims=DIMS, **SMALL,
+                         **({option: True} if option else {})).eval()
     batch = make_batch()
     batch[f"{role}_missing"][:] = True
     other = dict(batch)
@@ -63,8 +75,9 @@ def test_missing_modality_acts_only_through_its_token(role: str) -> None:
     other[f"{role}_valid"] = torch.ones_like(batch[f"{role}_valid"])
     before = model(batch)
     assert torch.allclose(before, model(other), atol=1e-6)  # the features are not seen
+    token = MISSING_TOKENS[name](model, role)
     with torch.no_grad():  # (a constant shift would vanish in the next LayerNorm)
-        model.embed[role].missing_token.add_(torch.randn(16))
+        token.add_(torch.randn(token.shape))
     assert not torch.allclose(before, model(batch), atol=1e-4)  # the token is
 
 
@@ -119,7 +132,7 @@ def test_losses() -> None:
         MixedLoss({"l1": 1})
 
 
-@pytest.mark.parametrize("name", ["taemi", "unimodal_audio"])
+@pytest.mark.parametrize("name", ["taemi", "taemi_paper", "unimodal_audio"])
 def test_padding_never_reaches_attention(name: str) -> None:
     """A clip gives the same output however much padding its pack adds after its steps."""
     torch.manual_seed(0)
@@ -141,3 +154,70 @@ def test_padding_never_reaches_attention(name: str) -> None:
 
     with torch.no_grad():
         torch.testing.assert_close(model(batch(0)), model(batch(7)))
+
+
+# ----------------------------------------------------------------------------- taemi_paper
+
+
+def test_paper_text_is_one_global_query() -> None:
+    """The published query is one vector per clip: the order of the words cannot matter
+    (it does for the kit's TAEMI, whose word tokens carry time codes)."""
+    batch = make_batch()
+    batch["text_valid"][:] = True
+    shuffled = dict(batch)
+    shuffled["text"] = batch["text"][:, torch.randperm(STEPS["text"])]
+    with torch.no_grad():
+        paper, kit = build("taemi_paper"), build("taemi")
+        torch.testing.assert_close(paper(batch), paper(shuffled))
+        assert not torch.allclose(kit(batch), kit(shuffled), atol=1e-5)
+
+
+def test_paper_one_modality_dropout_rate() -> None:
+    model = create_model("taemi_paper", dims=DIMS, modality_dropout=0.25, **SMALL)
+    assert model.modality_dropout == {"text": 0.25, "visual": 0.25, "audio": 0.25}
+    with pytest.raises(ValueError, match="one modality_dropout rate"):
+        create_model("taemi_paper", dims=DIMS, modality_dropout={"text": 0.1}, **SMALL)
+
+
+# ----------------------------------------------------------------------------- gate head
+
+GATED = [n for n in list_models() if "head" in model_parameters(n)]
+
+
+def test_every_model_with_an_mlp_head_offers_the_gate() -> None:
+    assert set(GATED) == set(list_models()) - {"linear_audio"}
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_gate_head_is_gate_times_intensity(name: str) -> None:
+    torch.manual_seed(0)
+    kwargs = {"hidden": 8} if name == "gru_visual" else dict(SMALL)
+    model = create_model(name, dims=DIMS, head="gate", **kwargs).eval()
+    head = next(m for m in model.modules() if isinstance(m, GateIntensityHead))
+    batch = make_batch()
+    out = model(batch)
+    assert out.shape == (6, 6) and ((out >= 0) & (out <= 1)).all()
+    assert take_gate_logits(model) is None  # eval keeps nothing
+    with torch.no_grad():  # a gate pushed shut closes every output, whatever the intensity
+        head.gate[-1].bias.fill_(-30.0)
+    assert model(batch).max() < 1e-9
+    model.train()
+    model(batch)
+    logits = take_gate_logits(model)
+    assert logits.shape == (6, 6) and take_gate_logits(model) is None  # taken once
+
+
+def test_gate_loss_teaches_the_gate() -> None:
+    torch.manual_seed(0)
+    model = create_model("taemi_paper", dims=DIMS, head="gate", **SMALL).train()
+    y = torch.rand(6, 6) * (torch.rand(6, 6) > 0.5)
+    loss_fn = MixedLoss({"mse": 1.0, "gate": 0.3})
+    pred = model(make_batch())
+    logits = take_gate_logits(model)
+    loss = loss_fn(pred, y, logits)
+    torch.testing.assert_close(loss, mse_loss(pred, y) + 0.3 * gate_loss(logits, y))
+    torch.testing.assert_close(loss_fn(pred, y), mse_loss(pred, y))  # no logits: no term
+    loss.backward()
+    assert model.head.gate[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="head 'gated'"):
+        create_model("taemi", dims=DIMS, head="gated")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from taemi.config import TrainConfig
+from taemi.config import ConfigError, TrainConfig
 from taemi.data import labels_matrix
 from taemi.experiment import open_packs
 from taemi.models import create_model
@@ -93,3 +93,19 @@ def test_dropping_a_modality_at_prediction(setup) -> None:
     inputs, _, _, va = setup
     batch = inputs.batch(torch.as_tensor(va[:4]), drop=("audio",))
     assert batch["audio_missing"].all() and batch["visual"].dtype == torch.float32
+
+
+def test_gate_loss_needs_a_gate_head(setup, tmp_path: Path) -> None:
+    inputs, y, tr, va = setup
+    cfg = TrainConfig(epochs=1, batch_size=32, loss={"mse": 1.0, "gate": 0.3})
+    plain = create_model("taemi_paper", dims=inputs.dims, d_model=16, heads=2)
+    with pytest.raises(ConfigError, match=r"train\.loss\.gate"):
+        fit_fold(plain, inputs, tr, y[tr], va, y[va], cfg, 0, tmp_path / "plain")
+    runs = []
+    for name in ("a", "b"):
+        seed_everything(0)
+        gated = create_model("taemi_paper", dims=inputs.dims, d_model=16, heads=2, head="gate")
+        outcome = fit_fold(gated, inputs, tr, y[tr], va, y[va], cfg, 0, tmp_path / name)
+        assert np.isfinite(outcome.best_score)
+        runs.append(predict(gated, inputs, va))
+    np.testing.assert_array_equal(*runs)  # same seed, same predictions, gate loss included

@@ -141,7 +141,8 @@ class TrainConfig(Section):
     bf16: bool = False
     patience: PositiveInt = 5  # epochs without a better validation mean Pearson ...
     min_delta: float = Field(1e-4, ge=0)  # ... better by at least this much
-    loss: dict[Literal["mse", "pearson", "ccc"], float] = Field(
+    # gate: BCE of a gate x intensity head's gate (models built with `head: gate`)
+    loss: dict[Literal["mse", "pearson", "ccc", "gate"], float] = Field(
         default_factory=lambda: {"mse": 1.0, "pearson": 0.5})
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -29,6 +29,7 @@ from taemi.config import ROLES, ConfigError, TrainConfig
 from taemi.data import TARGETS
 from taemi.losses import MixedLoss
 from taemi.metrics import score_table
+from taemi.models.layers import has_gate_head, take_gate_logits
 from taemi.progress import progress
 
 EpochCallback = Callable[[int, float], None]
@@ -194,6 +195,9 @@ def fit_fold(
     y_train_t = torch.as_tensor(y_train, dtype=torch.float32, device=device)
     train_t = torch.as_tensor(train_index, dtype=torch.long)
     loss_fn = MixedLoss(cfg.loss)
+    if cfg.loss.get("gate") and not has_gate_head(model):
+        raise ConfigError("config key 'train.loss.gate': the model has no gate x intensity "
+                          "head to teach (give the model head: gate, or drop the gate loss)")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_index) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
@@ -232,7 +236,7 @@ def fit_fold(
             batch = inputs.batch(train_t[rows])
             with autocast:
                 pred = model(batch)
-            loss = loss_fn(pred, y_train_t[rows.to(device)])
+            loss = loss_fn(pred, y_train_t[rows.to(device)], take_gate_logits(model))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -8,9 +8,13 @@ Every model takes one batch, a dict with, for each role in ("text", "visual", "a
 
 and returns (B, 6) values in [0, 1], one per target. `dims` and `steps` give each role's
 feature width and step count (a role a backbone lacks has width 1 and is always missing).
+
+Every model with an MLP head takes `head`: "sigmoid" (the default) or "gate", the TAEMI
+authors' gate x intensity head (`layers.GateIntensityHead`). `taemi_paper` is TAEMI as
+its authors published it (`paper.py`); `taemi` is the kit's own variant (`taemi.py`).
 """
 
-from taemi.models import baselines, taemi  # noqa: F401  (registers the models)
+from taemi.models import baselines, paper, taemi  # noqa: F401  (registers the models)
 from taemi.models._registry import create_model, list_models, model_parameters, register_model
 
 __all__ = ["create_model", "list_models", "model_parameters", "register_model"]

@@ -16,12 +16,12 @@ from taemi.models._registry import register_model
 from taemi.models.layers import (
     ROLES,
     AttentionPool,
-    Head,
     SelfAttentionBlock,
     StreamEmbedding,
     TimeEncoding,
     attendable,
     drop_modalities,
+    make_head,
     masked_mean,
     step_times,
 )
@@ -32,11 +32,12 @@ def _present(batch: dict[str, Tensor], role: str) -> Tensor:
 
 
 class GRUVisual(nn.Module):
-    def __init__(self, dims: dict[str, int], hidden: int = 64, dropout: float = 0.2) -> None:
+    def __init__(self, dims: dict[str, int], hidden: int = 64, dropout: float = 0.2,
+                 head: str = "sigmoid") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dims["visual"])
         self.gru = nn.GRU(dims["visual"], hidden, batch_first=True)
-        self.head = Head(hidden, hidden, dropout)
+        self.head = make_head(head, hidden, hidden, dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         out, _ = self.gru(self.norm(batch["visual"]))
@@ -59,7 +60,8 @@ class SymmetricFusion(nn.Module):
     def __init__(self, dims: dict[str, int], d_model: int = 64, heads: int = 4,
                  layers: int = 2, ffn_mult: int = 2, dropout: float = 0.1,
                  attn_dropout: float = 0.1, head_dropout: float = 0.2,
-                 modality_dropout: dict[str, float] | None = None) -> None:
+                 modality_dropout: dict[str, float] | None = None,
+                 head: str = "sigmoid") -> None:
         super().__init__()
         self.modality_dropout = dict(modality_dropout or {})
         self.norm_in = nn.ModuleDict({r: nn.LayerNorm(dims[r]) for r in ROLES})
@@ -72,7 +74,7 @@ class SymmetricFusion(nn.Module):
             for _ in range(layers)
         ])
         self.norm = nn.LayerNorm(d_model)
-        self.head = Head(d_model, d_model, head_dropout)
+        self.head = make_head(head, d_model, d_model, head_dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.training and self.modality_dropout:
@@ -95,7 +97,8 @@ class Unimodal(nn.Module):
 
     def __init__(self, dims: dict[str, int], role: str, d_model: int = 64, heads: int = 4,
                  layers: int = 1, ffn_mult: int = 2, dropout: float = 0.1,
-                 attn_dropout: float = 0.1, head_dropout: float = 0.2) -> None:
+                 attn_dropout: float = 0.1, head_dropout: float = 0.2,
+                 head: str = "sigmoid") -> None:
         super().__init__()
         self.role = role
         self.embed = StreamEmbedding(dims[role], d_model, dropout)
@@ -104,7 +107,7 @@ class Unimodal(nn.Module):
             for _ in range(layers)
         ])
         self.pool = AttentionPool(d_model)
-        self.head = Head(d_model, d_model, head_dropout)
+        self.head = make_head(head, d_model, d_model, head_dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         r = self.role
@@ -116,9 +119,10 @@ class Unimodal(nn.Module):
 
 
 @register_model
-def gru_visual(dims: dict[str, int], hidden: int = 64, dropout: float = 0.2) -> GRUVisual:
+def gru_visual(dims: dict[str, int], hidden: int = 64, dropout: float = 0.2,
+               head: str = "sigmoid") -> GRUVisual:
     """ABAW6 organisers' visual baseline (reported 0.09 validation mean Pearson)."""
-    return GRUVisual(dims, hidden, dropout)
+    return GRUVisual(dims, hidden, dropout, head)
 
 
 @register_model
@@ -131,18 +135,19 @@ def linear_audio(dims: dict[str, int]) -> LinearAudio:
 def fusion(dims: dict[str, int], d_model: int = 64, heads: int = 4, layers: int = 2,
            ffn_mult: int = 2, dropout: float = 0.1, attn_dropout: float = 0.1,
            head_dropout: float = 0.2,
-           modality_dropout: dict[str, float] | None = None) -> SymmetricFusion:
+           modality_dropout: dict[str, float] | None = None,
+           head: str = "sigmoid") -> SymmetricFusion:
     """Symmetric self-attention fusion of all modalities."""
     return SymmetricFusion(dims, d_model, heads, layers, ffn_mult, dropout, attn_dropout,
-                           head_dropout, modality_dropout)
+                           head_dropout, modality_dropout, head)
 
 
 def _unimodal(role: str):
     def build(dims: dict[str, int], d_model: int = 64, heads: int = 4, layers: int = 1,
               ffn_mult: int = 2, dropout: float = 0.1, attn_dropout: float = 0.1,
-              head_dropout: float = 0.2) -> Unimodal:
+              head_dropout: float = 0.2, head: str = "sigmoid") -> Unimodal:
         return Unimodal(dims, role, d_model, heads, layers, ffn_mult, dropout, attn_dropout,
-                        head_dropout)
+                        head_dropout, head)
 
     build.__name__ = f"unimodal_{role}"
     build.__doc__ = f"The {role} modality alone."

@@ -95,18 +95,70 @@ class AttentionPool(nn.Module):
         return (weight[..., None] * h).sum(dim=1)
 
 
+HEADS = ("sigmoid", "gate")
+
+
+def _head_mlp(d_in: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.GELU(),
+        nn.Dropout(dropout), nn.Linear(hidden, N_TARGETS),
+    )
+
+
 class Head(nn.Module):
     """Pooled features -> six intensities in [0, 1]."""
 
     def __init__(self, d_in: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.GELU(),
-            nn.Dropout(dropout), nn.Linear(hidden, N_TARGETS),
-        )
+        self.net = _head_mlp(d_in, hidden, dropout)
 
     def forward(self, pooled: Tensor) -> Tensor:
         return torch.sigmoid(self.net(pooled).float())
+
+
+class GateIntensityHead(nn.Module):
+    """sigmoid(gate) x sigmoid(intensity), as the TAEMI authors' optional head.
+
+    Most labels are exact zeros for some target; one sigmoid must push its logit far
+    down to say 0, where here the gate says "absent" and the intensity says "how much"
+    apart. With `train.loss.gate` the gate is also taught which targets are non-zero
+    (binary cross-entropy on its logits), which is the authors' recipe: the logits of the
+    last training forward are kept for that loss (`take_gate_logits`).
+    """
+
+    def __init__(self, d_in: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.gate = _head_mlp(d_in, hidden, dropout)
+        self.intensity = _head_mlp(d_in, hidden, dropout)
+        self.gate_logits: Tensor | None = None
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        gate = self.gate(pooled).float()
+        self.gate_logits = gate if self.training else None
+        return torch.sigmoid(gate) * torch.sigmoid(self.intensity(pooled).float())
+
+
+def make_head(kind: str, d_in: int, hidden: int, dropout: float) -> nn.Module:
+    """The output head every model ends in: `sigmoid` (one MLP) or `gate` (gate x intensity)."""
+    if kind == "sigmoid":
+        return Head(d_in, hidden, dropout)
+    if kind == "gate":
+        return GateIntensityHead(d_in, hidden, dropout)
+    raise ValueError(f"head {kind!r}: choose one of {', '.join(HEADS)}")
+
+
+def take_gate_logits(model: nn.Module) -> Tensor | None:
+    """The gate logits of the model's last training forward (then forgotten); None when
+    the model has no gate x intensity head or was not just run in training mode."""
+    for module in model.modules():
+        if isinstance(module, GateIntensityHead) and module.gate_logits is not None:
+            logits, module.gate_logits = module.gate_logits, None
+            return logits
+    return None
+
+
+def has_gate_head(model: nn.Module) -> bool:
+    return any(isinstance(m, GateIntensityHead) for m in model.modules())
 
 
 class FeedForward(nn.Module):

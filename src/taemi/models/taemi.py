@@ -24,11 +24,11 @@ from taemi.models.layers import (
     ROLES,
     AttentionPool,
     FeedForward,
-    Head,
     SelfAttentionBlock,
     StreamEmbedding,
     attendable,
     drop_modalities,
+    make_head,
     masked_mean,
 )
 
@@ -78,6 +78,7 @@ class TAEMI(nn.Module):
         head_dropout: float = 0.2,
         modality_dropout: dict[str, float] | None = None,
         stream_pool: bool = True,
+        head: str = "sigmoid",
     ) -> None:
         super().__init__()
         # text 0.1: where test clips mimic seed videos the labelled clips mimic (what the
@@ -101,7 +102,8 @@ class TAEMI(nn.Module):
         # a stream is never read only through the words (which are often absent)
         self.pools = nn.ModuleDict({r: AttentionPool(d_model) for r in self.streams}) \
             if stream_pool else None
-        self.head = Head(d_model * (1 + len(self.pools or {})), d_model, head_dropout)
+        self.head = make_head(head, d_model * (1 + len(self.pools or {})), d_model,
+                              head_dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.training:
@@ -128,10 +130,12 @@ class TAEMI(nn.Module):
 def taemi(dims: dict[str, int], d_model: int = 64, heads: int = 4, layers: int = 2,
           stream_layers: int = 1, ffn_mult: int = 2, dropout: float = 0.1,
           attn_dropout: float = 0.1, head_dropout: float = 0.2,
-          modality_dropout: dict[str, float] | None = None, stream_pool: bool = True) -> TAEMI:
-    """TAEMI at the kit's default size (tuned for a CPU budget; see benchmarks/RESULTS.md)."""
+          modality_dropout: dict[str, float] | None = None, stream_pool: bool = True,
+          head: str = "sigmoid") -> TAEMI:
+    """TAEMI at the kit's default size (tuned for a CPU budget; see benchmarks/RESULTS.md).
+    `head`: "sigmoid" or "gate" (gate x intensity, `taemi.models.layers.GateIntensityHead`)."""
     return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
-                 head_dropout, modality_dropout, stream_pool)
+                 head_dropout, modality_dropout, stream_pool, head)
 
 
 @register_model
@@ -139,7 +143,7 @@ def taemi_base(dims: dict[str, int], d_model: int = 128, heads: int = 4, layers:
                stream_layers: int = 2, ffn_mult: int = 4, dropout: float = 0.1,
                attn_dropout: float = 0.1, head_dropout: float = 0.2,
                modality_dropout: dict[str, float] | None = None,
-               stream_pool: bool = True) -> TAEMI:
+               stream_pool: bool = True, head: str = "sigmoid") -> TAEMI:
     """A wider, deeper TAEMI for a GPU box."""
     return TAEMI(dims, d_model, heads, layers, stream_layers, ffn_mult, dropout, attn_dropout,
-                 head_dropout, modality_dropout, stream_pool)
+                 head_dropout, modality_dropout, stream_pool, head)
