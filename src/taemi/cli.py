@@ -125,6 +125,8 @@ def cmd_stack(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from taemi.pipeline import ensure_tuning
 
+    if args.workers:
+        args.set = [*(args.set or []), f"tune.workers={args.workers}"]
     cfg = _config(args)
     overlay = ensure_tuning(cfg, n_trials=args.n_trials)
     print(overlay.read_text().splitlines()[0].lstrip("# "))
@@ -240,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config("tune", cmd_tune, "Optuna search over an experiment's dropout rates")
     p.add_argument("--n-trials", type=int, default=None,
                    help="finished trials the study should reach (default: tune.n_trials)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes on this machine, sharing its cores "
+                        "(default: tune.workers)")
     p = with_config("submit", cmd_submit, "write a validated challenge submission CSV")
     p.add_argument("--from", dest="source", default=None,
                    help="ensemble or experiment name (or folder) whose test.csv to submit")

@@ -155,11 +155,38 @@ class TrainConfig(Section):
         return loss
 
     threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+    # torch.compile the model for training and prediction: fewer kernel launches on a GPU,
+    # where a small model's step is launch-bound; a first-epoch compile cost everywhere
+    compile: bool = False
     # which rows choose the epoch (and stop early): "inner", a grouped part of the fold's
     # own training rows; "fixed", none (all `epochs`, last weights); "outer", the scored
     # fold itself: optimistic, kept only to measure how much it overstates
     selection: Literal["inner", "fixed", "outer"] = "inner"
     inner_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class EndToEndConfig(Section):
+    """Encoders trained with the fusion model from raw audio and transcripts
+    (`taemi.endtoend`), in place of frozen feature folders for those roles."""
+
+    audio_model: str | None = None  # any wav2vec2-family model: Hub name or local folder
+    text_model: str | None = None  # any transformers text encoder: Hub name or local folder
+    emotion_scores: bool = False  # append the audio model's regression head outputs per step
+    max_seconds: float = Field(12.0, ge=1)  # training crop; prediction runs chunks this long
+    max_chunks: PositiveInt = 10  # prediction reads at most max_chunks x max_seconds
+    random_crop: bool = True  # False: the first max_seconds (the TAEMI authors' crop)
+    max_tokens: PositiveInt = 128  # transcript tokens, special tokens included
+    encoder_lr: float = Field(2e-5, gt=0)  # the encoders' top layer; train.lr: the rest
+    layer_decay: float = Field(0.9, gt=0, le=1)  # each layer below: times this
+    freeze_epochs: int = Field(0, ge=0)  # encoders frozen for the first epochs
+    freeze_feature_encoder: bool = True  # wav2vec2's convolutional front end never trains
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _some_encoder(self) -> EndToEndConfig:
+        if not self.audio_model and not self.text_model:
+            raise ValueError("give audio_model and/or text_model")
+        return self
 
 
 class ExperimentConfig(Section):
@@ -170,6 +197,8 @@ class ExperimentConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     folds: list[int] | None = None  # a subset of folds to run; None: all
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the `train` section
+    # encoders trained end to end from raw media for the roles they read (None: packs only)
+    endtoend: EndToEndConfig | None = None
 
     @field_validator("train")
     @classmethod
@@ -216,6 +245,20 @@ class TuneConfig(Section):
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_epochs: int = Field(1, ge=0)
     apply: bool = True  # `taemi run`: train with the best parameters found
+    # worker processes `taemi tune` runs on this machine; each takes cores // workers torch
+    # threads (unless train.threads is set), so together they never oversubscribe the cores
+    workers: PositiveInt = 1
+    # RDB storage: a running trial beats every `heartbeat_interval` s; one silent for
+    # `grace_period` s is failed and its parameters queued again (a worker died)
+    heartbeat_interval: PositiveInt = 60
+    grace_period: PositiveInt = 180
+
+    @model_validator(mode="after")
+    def _grace(self) -> TuneConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must exceed "
+                             f"heartbeat_interval ({self.heartbeat_interval})")
+        return self
 
     @field_validator("ranges")
     @classmethod
@@ -228,6 +271,24 @@ class TuneConfig(Section):
                 raise ValueError(f"range for {key!r} must satisfy 0 <= low <= high < 1, "
                                  f"got [{low}, {high}]")
         return ranges
+
+
+class RayConfig(Section):
+    """How the grid's jobs run on a Ray cluster (`executor: ray`)."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a new local instance
+    cpus_per_job: PositiveInt = 1  # the job's Ray CPUs, and its torch threads
+    # GPUs a job asks for where the cluster has them: 0.25 packs four fold jobs on one GPU
+    # (harmless where there are none: jobs then ask for no GPU)
+    gpus_per_job: float = Field(1.0, gt=0, le=1)
+    max_retries: int = Field(3, ge=0)  # a job whose node died runs again on another node
+
+
+class TrackingConfig(Section):
+    """MLflow logging of each experiment and stack; off unless `uri` is given."""
+
+    uri: str | None = None  # an MLflow tracking URI, e.g. sqlite:///mlruns.db
+    experiment: str | None = None  # the MLflow experiment; None: the config's name
 
 
 class SubmitConfig(Section):
@@ -254,6 +315,8 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
     executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     stack: StackConfig | None = None
     tune: TuneConfig | None = None
     submit: SubmitConfig | None = None
@@ -306,12 +369,18 @@ class Config(Section):
 
     def public(self) -> dict[str, Any]:
         """The config as every artifact folder records it: a password in `tune.storage`
-        is masked."""
+        or `tracking.uri` is masked."""
         out = self.resolved()
         if out.get("tune") and out["tune"].get("storage"):
-            out["tune"]["storage"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@",
-                                            out["tune"]["storage"])
+            out["tune"]["storage"] = mask_url(out["tune"]["storage"])
+        if out["tracking"].get("uri"):
+            out["tracking"]["uri"] = mask_url(out["tracking"]["uri"])
         return out
+
+
+def mask_url(url: str) -> str:
+    """A database URL fit to print or record: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -12,29 +12,42 @@ trial and a MedianPruner stops poor trials early.
     runs/tune/<study>/best.yaml        the best parameters, as a config overlay:
                                        taemi train CONFIG --overlay .../best.yaml
 
-For workers on many machines give `tune.storage` an RDB URL (PostgreSQL, MySQL). A study
-resumes where it stopped: `n_trials` counts finished trials across every run and worker,
-and a trial whose worker died on this machine is marked failed and its parameters retried.
+Several workers share one study. `tune.workers` (or `--workers`) runs that many worker
+processes on this machine, each with its share of the cores as torch threads; on many
+machines give `tune.storage` an RDB URL (PostgreSQL: `postgresql://user:pw@host/db`) and
+start `taemi tune` on each. A study resumes where it stopped. `n_trials` is exact across
+every run and worker: a worker starts a trial only while finished plus running trials fall
+short of it, and one that loses that race to another worker marks its trial failed
+(`surplus`) before it runs. A trial whose worker died is failed and its parameters queued
+again: at once for a worker of this machine (its process is gone), and after
+`tune.grace_period` seconds without a heartbeat on RDB storage (any machine).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import yaml
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial
 
 from taemi.artifacts import stable_hash, write_text
-from taemi.config import Config, ConfigError, TuneConfig
+from taemi.config import Config, ConfigError, TuneConfig, config_from_dict, mask_url
 from taemi.data import ChallengeData, labels_matrix
 from taemi.experiment import fold_inputs, open_packs
 from taemi.folds import read_folds
-from taemi.progress import echo, is_quiet
+from taemi.progress import echo, progress, set_quiet
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = optuna.trial.TrialState.RUNNING
 MODALITIES = ("text", "visual", "audio")
 
 
@@ -55,13 +68,49 @@ def _tune(cfg: Config) -> TuneConfig:
     return cfg.tune
 
 
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose random state is seeded by each trial's number (and the tune seed).
+
+    One seed per sampler made every worker draw the same parameters while the study was
+    still sampling at random: two workers ran the same trials. Seeding by trial number
+    gives each trial its own draw whichever worker runs it, and one worker's study stays
+    reproducible. `constant_liar` keeps workers from piling onto one region while their
+    trials run."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._tpe = self._for(0)
+
+    def _for(self, number: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=self.seed * 1_000_003 + number,
+                                          constant_liar=True)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._tpe = self._for(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial,
+                    state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
 def open_study(cfg: Config) -> optuna.Study:
     """Create or load the study on its storage (a journal file unless an RDB URL is given)."""
     tune = _tune(cfg)
     if tune.storage:
-        storage = optuna.storages.RDBStorage(
-            tune.storage, heartbeat_interval=60, grace_period=180,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+        storage = _rdb_storage(tune)
     else:
         folder = study_dir(cfg)
         folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +118,7 @@ def open_study(cfg: Config) -> optuna.Study:
             optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                          n_warmup_steps=tune.pruner_warmup_epochs)
-    sampler = optuna.samplers.TPESampler(seed=tune.seed)
+    sampler = TrialSeededTPE(tune.seed)
     try:  # loading writes nothing; creating an existing study would append to the journal
         return optuna.load_study(study_name=study_name(cfg), storage=storage, sampler=sampler,
                                  pruner=pruner)
@@ -79,12 +128,40 @@ def open_study(cfg: Config) -> optuna.Study:
                                    load_if_exists=True)
 
 
+def rdb_url(url: str) -> str:
+    """SQLAlchemy's URL for a database: plain PostgreSQL URLs use the psycopg (3) driver
+    the kit installs (SQLAlchemy alone would look for psycopg2)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def _rdb_storage(tune: TuneConfig) -> optuna.storages.RDBStorage:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        return optuna.storages.RDBStorage(
+            rdb_url(tune.storage), heartbeat_interval=tune.heartbeat_interval,
+            grace_period=tune.grace_period,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    except (ArgumentError, OperationalError, ImportError) as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise ConfigError(f"config key 'tune.storage' ({mask_url(tune.storage)}): cannot "
+                          f"open the study database: {reason}") from None
+
+
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def reclaim_dead_trials(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose worker process on this host is gone; retry their params."""
+    """Fail RUNNING trials whose worker process on this host is gone; retry their params.
+
+    For the journal file only (one machine by construction): on RDB storage hosts can share
+    a name (containers) and a pid means nothing elsewhere, so there the heartbeat decides."""
+    if not isinstance(study._storage, optuna.storages.JournalStorage):
+        return 0
     host = socket.gethostname()
     reclaimed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -149,8 +226,10 @@ def trial_seed(seed: int, fold: int) -> int:
     return seed * 1000 + 500 + fold
 
 
-def make_objective(cfg: Config, data: ChallengeData):
+def make_objective(cfg: Config, data: ChallengeData, target: int):
     """The study's objective: mean best selection-split Pearson over the tuning folds."""
+    import torch
+
     from taemi.models import create_model
     from taemi.training import fit_fold, seed_everything
 
@@ -169,8 +248,10 @@ def make_objective(cfg: Config, data: ChallengeData):
                 for f in tune.folds}
 
     def objective(trial: optuna.Trial) -> float:
+        claim_or_fail(trial.study, trial, target)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("threads", torch.get_num_threads())
         params = merged_params(cfg, suggest(trial, tune.ranges))
         scores = []
         for i, fold in enumerate(tune.folds):
@@ -193,7 +274,7 @@ def make_objective(cfg: Config, data: ChallengeData):
     return objective
 
 
-def write_overlay(cfg: Config, study: optuna.Study) -> Path:
+def overlay_text(cfg: Config, study: optuna.Study) -> str:
     """The best trial's parameters as a YAML overlay for `taemi train --overlay`."""
     tune = _tune(cfg)
     best = study.best_trial
@@ -201,24 +282,108 @@ def write_overlay(cfg: Config, study: optuna.Study) -> Path:
     overlay = {"experiments": {tune.experiment: {"model": params}}}
     header = (f"# Optuna study {study_name(cfg)}: best of {finished_trials(study)} trials, "
               f"trial {best.number}, mean Pearson {best.value:.4f}\n")
+    return header + yaml.safe_dump(overlay, sort_keys=True)
+
+
+def write_overlay(cfg: Config, study: optuna.Study) -> Path:
     path = study_dir(cfg) / "best.yaml"
-    write_text(path, header + yaml.safe_dump(overlay, sort_keys=True))
+    write_text(path, overlay_text(cfg, study))
     return path
 
 
+class SurplusTrial(Exception):
+    """The trial would take the study past `n_trials`: another worker started one first."""
+
+
+def claim_or_fail(study: optuna.Study, trial: optuna.Trial, target: int) -> None:
+    """Let the trial run only if fewer than `target` trials numbered before it are finished
+    or running (trial numbers are handed out by the storage: one order for all workers);
+    otherwise mark it surplus, give a queued trial's parameters back to the queue, and raise
+    SurplusTrial before any work."""
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(*FINISHED, RUNNING))
+               if t.number < trial.number]
+    if len(earlier) < target:
+        return
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.params or "fixed_params" in frozen.system_attrs:  # it came from the queue
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=frozen.params,
+            distributions=frozen.distributions, system_attrs=frozen.system_attrs))
+    trial.set_user_attr("surplus", True)
+    raise SurplusTrial(f"trial {trial.number}: {target} trials already finished or running")
+
+
+def worker_threads(cfg: Config) -> int | None:
+    """Torch threads for one of `tune.workers` processes on this machine: an equal share of
+    the cores (train.threads wins where set; one worker keeps torch's default)."""
+    if cfg.train.threads or _tune(cfg).workers == 1:
+        return cfg.train.threads
+    return max(1, len(os.sched_getaffinity(0)) // _tune(cfg).workers)
+
+
+def tune_worker(cfg: Config, data: ChallengeData, target: int) -> None:
+    """One worker: run trials until the study has `target` finished ones, waiting (not
+    starting more) while other workers' running trials would reach it."""
+    import torch
+
+    tune = _tune(cfg)
+    threads = worker_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
+    study = open_study(cfg)
+    objective = make_objective(cfg, data, target)
+    heartbeat = tune.storage is not None  # RDB storage beats; the journal does not
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bar = progress(total=target, desc=f"tune {study_name(cfg)}", unit="trial")
+    while True:
+        reclaimed = reclaim_dead_trials(study)
+        if reclaimed:
+            echo(f"tune: {reclaimed} trial(s) of a dead worker marked failed and queued again")
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        done = finished_trials(study)
+        bar.update(min(done, target) - bar.n)
+        if done >= target:
+            break
+        if done + len(study.get_trials(deepcopy=False, states=(RUNNING,))) >= target:
+            time.sleep(min(tune.heartbeat_interval, 5))  # others' trials may still fail
+            continue
+        try:
+            study.optimize(objective, n_trials=1)
+        except SurplusTrial:
+            continue
+    bar.close()
+
+
+def _spawned_worker(cfg_tree: dict, target: int, quiet: bool) -> None:
+    from taemi.data import open_data
+
+    set_quiet(quiet)
+    cfg = config_from_dict(cfg_tree)
+    tune_worker(cfg, open_data(cfg), target)
+
+
 def run_tuning(cfg: Config, data: ChallengeData, n_trials: int | None = None) -> Path:
-    """Run (or resume) the study until it has `n_trials` finished trials; write best.yaml."""
+    """Run (or resume) the study until it has `n_trials` finished trials; write best.yaml.
+
+    With `tune.workers` > 1 the extra workers are spawned processes of this machine."""
     tune = _tune(cfg)
     target = n_trials or tune.n_trials
+    context = multiprocessing.get_context("spawn")  # no forked torch or database state
+    others = [context.Process(target=_spawned_worker, args=(cfg.resolved(), target, True),
+                              name=f"tune-worker-{i}") for i in range(1, tune.workers)]
+    for process in others:
+        process.start()
+    try:
+        tune_worker(cfg, data, target)
+    finally:
+        for process in others:
+            process.join()
+    failed = [p.name for p in others if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"tune: worker process(es) {failed} failed; their trials are "
+                           f"marked failed and queued again: run `taemi tune` again")
     study = open_study(cfg)
-    reclaimed = reclaim_dead_trials(study)
-    if reclaimed:
-        echo(f"tune: {reclaimed} trial(s) of a dead worker marked failed and queued again")
-    if finished_trials(study) < target:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(make_objective(cfg, data), n_trials=target,
-                       callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
-                       show_progress_bar=not is_quiet())
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise RuntimeError(f"study {study_name(cfg)} has no completed trial")
     return write_overlay(cfg, study)
