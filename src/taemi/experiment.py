@@ -79,13 +79,16 @@ def labels_digest(labels: pd.DataFrame) -> str:
 
 
 def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
-                    digest: str, labels: str) -> str:
+                    digest: str, labels: str, media: str | None = None) -> str:
+    """`media`: the raw inputs' digest of an end-to-end experiment (`taemi.endtoend`)."""
     exp = cfg.experiments[job.experiment]
+    extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
+        if exp.endtoend else {}
     return stable_hash({
         "model": exp.model.resolved(),
         "train": cfg.train_for(job.experiment).model_dump(mode="json"),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
-        "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold,
+        "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
     })
 
 
@@ -150,8 +153,16 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     data = open_data(cfg)
     folds = read_folds(cfg.folds.path)
     packs = open_packs(cfg, data, job.backbone)
+    endtoend = cfg.experiments[job.experiment].endtoend
+    media = None
+    if endtoend is not None:
+        from taemi.endtoend import check_backbone, media_digest
+
+        check_backbone(job.experiment, job.backbone, cfg.backbones[job.backbone].features(),
+                       endtoend)
+        media = media_digest(data, endtoend)
     fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds),
-                                  labels_digest(data.labels))
+                                  labels_digest(data.labels), media)
     folder = job.folder(cfg.paths.models)
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
@@ -163,7 +174,13 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
     spec = cfg.experiments[job.experiment].model
-    model = create_model(spec.name, dims=inputs.dims, **spec.params())
+    if endtoend is None:
+        model = create_model(spec.name, dims=inputs.dims, **spec.params())
+    else:  # the encoders train with the fusion model, from raw audio and transcripts
+        from taemi.endtoend import EndToEnd, EndToEndInputs
+
+        model = EndToEnd(endtoend, spec, inputs.dims, {r: cfg.cache.steps_for(r) for r in ROLES})
+        inputs = EndToEndInputs(inputs, data, model)
     work = folder / f".work-{fingerprint}"
     outcome = fit_fold(model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
                        index["select"], labels_matrix(data.labels, part_ids["select"]),

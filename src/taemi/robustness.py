@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from taemi.artifacts import read_json, write_csv
-from taemi.config import ROLES, Config, config_from_dict
+from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
 from taemi.experiment import experiment_folds, open_packs, plan_jobs
 from taemi.folds import read_folds
@@ -50,6 +50,9 @@ def resolve_experiment(name_or_dir: str | os.PathLike,
 
 def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
     """Out-of-fold mean Pearson of the experiment with each modality (pair) removed."""
+    if cfg.experiments[experiment].endtoend is not None:
+        raise ConfigError(f"experiment {experiment!r} trains its encoders end to end: "
+                          "`taemi robustness` scores experiments on packed features only")
     data = open_data(cfg)
     folds = read_folds(cfg.folds.path)
     spec = cfg.experiments[experiment].model

@@ -198,7 +198,9 @@ def fit_fold(
     if cfg.loss.get("gate") and not has_gate_head(model):
         raise ConfigError("config key 'train.loss.gate': the model has no gate x intensity "
                           "head to teach (give the model head: gate, or drop the gate loss)")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # a model may give its own parameter groups (layer-wise rates: `taemi.endtoend`)
+    params = model.param_groups(cfg.lr) if hasattr(model, "param_groups") else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_index) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
         int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
@@ -226,6 +228,8 @@ def fit_fold(
         epoch = state["epoch"]
         started = time.perf_counter()
         model.train()
+        if hasattr(model, "start_epoch"):  # e.g. encoders frozen for the first epochs
+            model.start_epoch(epoch)
         order = torch.randperm(len(train_t), generator=torch.Generator().manual_seed(
             seed * 100_003 + epoch))
         total, seen = 0.0, 0

@@ -1,0 +1,379 @@
+"""End-to-end training: the audio and text encoders learn with the fusion model.
+
+An experiment with an `endtoend` section trains, in place of the packed features of
+audio and text, a wav2vec2-family audio encoder reading raw 16 kHz audio (PyAV, as
+`taemi extract audio` decodes it) and a transformers text encoder reading the
+transcripts; the visual role (and any role without an encoder) still comes from the
+backbone's packs. Both encoders and the fusion model (any registered model) are one
+`nn.Module`, trained by the kit's fold trainer through the same grid (folds, seeds, OOF
+and test predictions, resume), so the results stack with everything else:
+
+    experiments:
+      e2e-paper:
+        model: {name: taemi_paper}
+        backbones: [vit-raw]     # backbones: {vit-raw: {text: null, visual: vit, audio: null}}
+        endtoend: {audio_model: ./wav2vec2-large-robust-12-ft-emotion-msp-dim,
+                   text_model: ./gte-base, emotion_scores: true}
+
+Why it is built this way:
+- Training crops each clip to `max_seconds` (a random window, or the first seconds as the
+  TAEMI authors do); prediction reads up to `max_chunks` windows of that length, runs them
+  through the encoder as one batch and joins their steps, so a long clip is heard whole
+  without one long attention span.
+- The encoders' hidden states are pooled to the role's `cache.steps` by the packed
+  cache's own rule (`pool_steps`), so the fusion model sees the same shapes as from
+  features; a step count at least as long as the clip keeps every step.
+- Layer-wise learning rates: the encoders' top layer learns at `encoder_lr`, each layer
+  below at `layer_decay` times the one above; the fusion model at `train.lr`. Encoders
+  can stay frozen for the first `freeze_epochs` epochs (the fusion model settles first);
+  wav2vec2's convolutional front end stays frozen throughout by default.
+- `emotion_scores` reads an emotion-finetuned wav2vec2 with a regression head (the
+  audeering checkpoints: `classifier.dense`, `classifier.out_proj`) and appends its
+  per-step scores to the hidden states (1024 + 3 = 1027 wide for wav2vec2-large), as the
+  TAEMI authors do.
+- Gradient checkpointing (`gradient_checkpointing`) and bf16 autocast (`train.bf16`) are
+  what make a large encoder fit a GPU; both also run on the CPU, where the tests use tiny
+  models built from a config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from taemi.artifacts import stable_hash
+from taemi.config import ConfigError, EndToEndConfig, ModelSpec
+from taemi.data import ChallengeData
+from taemi.extract.common import find_media, load_model, quiet_model_loading, resolve_model
+from taemi.extract.media import SAMPLE_RATE, MediaError, read_audio
+from taemi.models import create_model
+from taemi.training import ClipInputs
+
+ENCODED = ("audio", "text")
+MIN_SAMPLES = 400  # one wav2vec2 receptive field (25 ms)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def pool_steps(h: Tensor, valid: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """(B, T, D) with (B, T) valid -> (B, K, D) and its valid mask, by the rule of
+    `taemi.cache.pool_steps` (differentiable): a clip of n >= K valid steps is averaged
+    in K adaptive bins, a shorter one keeps its n steps and the rest is padding. Valid
+    steps come first in every clip (padding only at the end)."""
+    t = h.shape[1]
+    n = valid.sum(dim=1)  # (B,)
+    i = torch.arange(steps, device=h.device)
+    k = torch.tensor(steps, device=h.device)
+    start = (i[None] * n[:, None]) // k
+    end = ((i[None] + 1) * n[:, None] + k - 1) // k
+    pos = torch.arange(t, device=h.device)
+    bins = (pos[None, None] >= start[..., None]) & (pos[None, None] < end[..., None])
+    short = n < steps  # keep the steps themselves: step j in slot j
+    bins = torch.where(short[:, None, None], pos[None, None] == i[None, :, None], bins)
+    bins = bins & valid[:, None, :]
+    weight = bins.to(h.dtype)
+    counts = weight.sum(dim=-1)
+    pooled = weight @ h / counts.clamp(min=1)[..., None]
+    return pooled, counts > 0
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+def _emotion_model_class():
+    """wav2vec2 with the audeering regression head: hidden states and per-step scores."""
+    from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
+
+    class RegressionHead(nn.Module):
+        def __init__(self, config) -> None:
+            super().__init__()
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.dropout = nn.Dropout(config.final_dropout)
+            self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+
+    class EmotionWav2Vec2(Wav2Vec2PreTrainedModel):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            self.wav2vec2 = Wav2Vec2Model(config)
+            self.classifier = RegressionHead(config)
+            self.post_init()
+
+        def forward(self, input_values: Tensor, attention_mask: Tensor | None = None):
+            hidden = self.wav2vec2(input_values, attention_mask=attention_mask)[0]
+            return hidden, self.classifier(hidden)
+
+    return EmotionWav2Vec2
+
+
+def pretrained(spec: str, what: str, cls, **kwargs):
+    """`cls.from_pretrained` on a local folder or Hub name; failures say what to do."""
+    quiet_model_loading()
+    ref = resolve_model(spec, what)
+    return load_model(ref, what, lambda: cls.from_pretrained(
+        ref.location, local_files_only=ref.local_files_only, **kwargs))
+
+
+class AudioEncoder(nn.Module):
+    """A wav2vec2-family model over raw 16 kHz audio: crops in training, chunks otherwise."""
+
+    def __init__(self, settings: EndToEndConfig) -> None:
+        super().__init__()
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        spec = settings.audio_model
+        extractor = pretrained(spec, "audio feature extractor", AutoFeatureExtractor)
+        self.normalize = bool(getattr(extractor, "do_normalize", True))
+        self.use_mask = bool(getattr(extractor, "return_attention_mask", False))
+        self.emotion = settings.emotion_scores
+        if self.emotion:
+            model, info = pretrained(spec, "audio model", _emotion_model_class(),
+                                     output_loading_info=True)
+            absent = [k for k in info["missing_keys"] if k.startswith("classifier.")]
+            if absent:
+                raise ConfigError(f"endtoend.emotion_scores: {settings.audio_model} has no "
+                                  f"emotion regression head ({', '.join(absent)} missing)")
+            self.model, backbone = model, model.wav2vec2
+        else:
+            self.model = backbone = pretrained(spec, "audio model", AutoModel)
+        self.backbone = backbone
+        self.width = int(backbone.config.hidden_size) + (
+            int(self.model.config.num_labels) if self.emotion else 0)
+        self.layers = int(backbone.config.num_hidden_layers)
+        self.chunk = int(settings.max_seconds * SAMPLE_RATE)
+        self.random_crop = settings.random_crop
+        self.freeze_front = settings.freeze_feature_encoder
+        if settings.gradient_checkpointing:
+            checkpointing(self.model)
+
+    def trainable(self, on: bool) -> None:
+        self.model.requires_grad_(on)
+        if self.freeze_front and hasattr(self.backbone, "feature_extractor"):
+            self.backbone.feature_extractor.requires_grad_(False)
+
+    def _pieces(self, wave: Tensor, samples: Tensor) -> tuple[list[Tensor], list[int]]:
+        """Each clip's windows: one crop in training, consecutive chunks otherwise."""
+        pieces, owners = [], []
+        for b, n in enumerate(samples.tolist()):
+            n = max(int(n), 1)
+            if self.training:
+                start = 0
+                if self.random_crop and n > self.chunk:
+                    start = int(torch.randint(0, n - self.chunk + 1, ()).item())
+                spans = [(start, min(n, start + self.chunk))]
+            else:
+                spans = [(s, min(n, s + self.chunk)) for s in range(0, n, self.chunk)]
+                if len(spans) > 1 and spans[-1][1] - spans[-1][0] < SAMPLE_RATE:
+                    spans[-2:] = [(spans[-2][0], n)]  # a tail under 1 s joins the last chunk
+            for s, e in spans:
+                piece = wave[b, s:e]
+                if len(piece) < MIN_SAMPLES:
+                    piece = nn.functional.pad(piece, (0, MIN_SAMPLES - len(piece)))
+                pieces.append(piece)
+                owners.append(b)
+        return pieces, owners
+
+    def forward(self, wave: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S) waveforms with (B,) sample counts -> (B, T, width) and (B, T) valid."""
+        pieces, owners = self._pieces(wave, samples)
+        lengths = torch.tensor([len(p) for p in pieces], device=wave.device)
+        batch = nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+        mask = torch.arange(batch.shape[1], device=wave.device)[None] < lengths[:, None]
+        if self.normalize:  # zero mean, unit variance over each window's own samples
+            m = mask.to(batch.dtype)
+            mean = (batch * m).sum(1, keepdim=True) / lengths[:, None]
+            var = (((batch - mean) * m) ** 2).sum(1, keepdim=True) / lengths[:, None]
+            batch = (batch - mean) / torch.sqrt(var + 1e-7) * m
+        kwargs = {"attention_mask": mask.long()} if self.use_mask else {}
+        out = self.model(batch, **kwargs)
+        hidden = torch.cat([out[0], out[1]], dim=-1) if self.emotion else out.last_hidden_state
+        steps = self.backbone._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[1])
+        per_clip: list[list[Tensor]] = [[] for _ in range(wave.shape[0])]
+        for row, owner in enumerate(owners):
+            per_clip[owner].append(hidden[row, :int(steps[row])])
+        joined = [torch.cat(parts) for parts in per_clip]
+        valid = torch.zeros(len(joined), max(len(j) for j in joined), dtype=torch.bool,
+                            device=wave.device)
+        for b, j in enumerate(joined):
+            valid[b, :len(j)] = True
+        return nn.utils.rnn.pad_sequence(joined, batch_first=True), valid
+
+
+class TextEncoder(nn.Module):
+    """A transformers text encoder over tokenised transcripts; every token state is a step."""
+
+    def __init__(self, settings: EndToEndConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = pretrained(settings.text_model, "text tokenizer", AutoTokenizer)
+        self.model = pretrained(settings.text_model, "text model", AutoModel)
+        self.width = int(self.model.config.hidden_size)
+        self.layers = int(self.model.config.num_hidden_layers)
+        self.max_tokens = settings.max_tokens
+        if settings.gradient_checkpointing:
+            checkpointing(self.model)
+
+    def trainable(self, on: bool) -> None:
+        self.model.requires_grad_(on)
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        out = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                             return_tensors="pt")
+        return out["input_ids"], out["attention_mask"].bool()
+
+    def forward(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
+
+
+def checkpointing(model: nn.Module) -> None:
+    """Recompute activations in the backward pass (transformers' own switch)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or \
+        model.gradient_checkpointing_enable
+    enable()
+
+
+def layer_depth(name: str, layers: int) -> int:
+    """0 for the embeddings / front end, i + 1 for transformer layer i, layers + 1 above."""
+    match = re.search(r"\.layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    if re.search(r"embed|feature_|masked_spec", name):
+        return 0
+    return layers + 1
+
+
+class EndToEnd(nn.Module):
+    """Encoders for the audio and/or text roles, then any registered fusion model."""
+
+    def __init__(self, settings: EndToEndConfig, spec: ModelSpec, pack_dims: dict[str, int],
+                 steps: dict[str, int]) -> None:
+        super().__init__()
+        self.settings, self.steps = settings, dict(steps)
+        self.encoders = nn.ModuleDict()
+        if settings.audio_model:
+            self.encoders["audio"] = AudioEncoder(settings)
+        if settings.text_model:
+            self.encoders["text"] = TextEncoder(settings)
+        dims = {**pack_dims, **{r: e.width for r, e in self.encoders.items()}}
+        self.fusion = create_model(spec.name, dims=dims, **spec.params())
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The fusion model at `lr`; encoder layers at `encoder_lr` x decay ** depth."""
+        groups = [{"params": list(self.fusion.parameters()), "lr": lr}]
+        s = self.settings
+        for encoder in self.encoders.values():
+            by_depth: dict[int, list] = {}
+            for name, p in encoder.named_parameters():
+                by_depth.setdefault(layer_depth(name, encoder.layers), []).append(p)
+            for depth, params in sorted(by_depth.items()):
+                groups.append({"params": params,
+                               "lr": s.encoder_lr * s.layer_decay ** (encoder.layers + 1 - depth)})
+        return groups
+
+    def start_epoch(self, epoch: int) -> None:
+        """Encoders learn from epoch `freeze_epochs` on (0-based)."""
+        for encoder in self.encoders.values():
+            encoder.trainable(epoch >= self.settings.freeze_epochs)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        batch = dict(batch)
+        if "audio" in self.encoders:
+            h, valid = self.encoders["audio"](batch.pop("audio_wave"), batch.pop("audio_samples"))
+            batch["audio"], batch["audio_valid"] = pool_steps(h, valid, self.steps["audio"])
+        if "text" in self.encoders:
+            h, valid = self.encoders["text"](batch.pop("text_ids"), batch.pop("text_mask"))
+            batch["text"], batch["text_valid"] = pool_steps(h, valid, self.steps["text"])
+        return self.fusion(batch)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+class EndToEndInputs:
+    """The packs' inputs (`ClipInputs`) plus, for each encoded role, what its encoder
+    reads: waveforms decoded with PyAV at each batch, or tokenised transcripts.
+
+    A clip whose audio cannot be read, or that has no audio, has its audio missing (the
+    fusion model's missing token), as `taemi extract audio` would leave it; an empty
+    transcript has its text missing.
+    """
+
+    def __init__(self, packed: ClipInputs, data: ChallengeData, model: EndToEnd) -> None:
+        self.packed, self.ids = packed, packed.ids
+        self.device = torch.device("cpu")
+        settings = model.settings
+        self.media: dict[str, Path] = {}
+        self.max_samples = int(settings.max_chunks * settings.max_seconds * SAMPLE_RATE)
+        self.failures: dict[str, str] = {}
+        if "audio" in model.encoders:
+            self.media = find_media(data.root, "audio")
+        self.tokenize = model.encoders["text"].tokenize if "text" in model.encoders else None
+        self.texts = data.transcripts if self.tokenize else {}
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return self.packed.dims
+
+    def to(self, device: torch.device) -> EndToEndInputs:
+        self.packed.to(device)
+        self.device = torch.device(device)
+        return self
+
+    def _wave(self, clip: str) -> np.ndarray | None:
+        path = self.media.get(clip)
+        if path is None:
+            self.failures[clip] = "no audio or video file"
+            return None
+        try:
+            return read_audio(path)[:self.max_samples]
+        except MediaError as err:
+            self.failures[clip] = str(err)
+            return None
+
+    def batch(self, index: Tensor, drop: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        out = self.packed.batch(index, drop)
+        clips = [self.ids[i] for i in index.tolist()]
+        if self.media:
+            waves = [self._wave(c) for c in clips]
+            missing = torch.tensor([w is None for w in waves]) | ("audio" in drop)
+            waves = [np.zeros(MIN_SAMPLES, np.float32) if w is None else w for w in waves]
+            out["audio_samples"] = torch.tensor([len(w) for w in waves], device=self.device)
+            out["audio_wave"] = nn.utils.rnn.pad_sequence(
+                [torch.from_numpy(w) for w in waves], batch_first=True).to(self.device)
+            out["audio_missing"] = missing.to(self.device)
+        if self.tokenize is not None:
+            texts = [self.texts.get(c, "") for c in clips]
+            ids, mask = self.tokenize(texts)
+            out["text_ids"], out["text_mask"] = ids.to(self.device), mask.to(self.device)
+            missing = torch.tensor([not t.strip() for t in texts]) | ("text" in drop)
+            out["text_missing"] = missing.to(self.device)
+        return out
+
+
+def check_backbone(experiment: str, backbone: str, features: dict[str, str],
+                   settings: EndToEndConfig) -> None:
+    """An encoded role must not also come from a pack: one source per role."""
+    for role in ENCODED:
+        if getattr(settings, f"{role}_model") and role in features:
+            raise ConfigError(
+                f"experiment {experiment!r} trains its {role} encoder end to end "
+                f"(endtoend.{role}_model), but backbone {backbone!r} also feeds {role} from "
+                f"the {features[role]!r} pack: give that backbone {role}: null")
+
+
+def media_digest(data: ChallengeData, settings: EndToEndConfig) -> str:
+    """What the raw inputs are: the audio files (names, sizes, times) and transcripts."""
+    media = {}
+    if settings.audio_model:
+        media = {clip: [path.name, path.stat().st_size, path.stat().st_mtime_ns]
+                 for clip, path in find_media(data.root, "audio").items()}
+    texts = data.transcripts if settings.text_model else {}
+    return stable_hash({"media": media, "texts": texts}, 16)
