@@ -42,7 +42,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         Wav2Vec2Model,
     )
 
-    from taemi.endtoend import _emotion_model_class
+    from taemi.extract.audio import emotion_model_class
 
     folder = tmp_path_factory.mktemp("encoders")
     torch.manual_seed(0)
@@ -50,7 +50,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                             intermediate_size=64, conv_dim=(32,) * 7,
                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                             num_labels=3, final_dropout=0.0)
-    _emotion_model_class()(config).save_pretrained(folder / "w2v-emotion")
+    emotion_model_class()(config).save_pretrained(folder / "w2v-emotion")
     Wav2Vec2Model(config).save_pretrained(folder / "w2v")
     for name in ("w2v-emotion", "w2v"):
         Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder / name)
@@ -213,3 +213,24 @@ def test_bad_settings_name_the_problem(raw_root, encoders, tmp_path) -> None:
     settings = EndToEndConfig(audio_model="any")
     with pytest.raises(ConfigError, match="backbone 'vit-w2v' also feeds audio"):
         check_backbone("e2e", "vit-w2v", {"visual": "vit", "audio": "wav2vec2"}, settings)
+
+
+def test_extract_audio_appends_emotion_scores(raw_root: Path, encoders, tmp_path) -> None:
+    """`taemi extract audio --emotion-scores`: the published systems' 1024 + 3 features."""
+    from taemi.extract.audio import extract_audio
+    from taemi.extract.common import ExtractError
+
+    root = tmp_path / "data"
+    shutil.copytree(raw_root, root)
+    clips = ["00000", "00002"]
+    extract_audio(root, str(encoders["audio"]), "emo", emotion_scores=True, device="cpu",
+                  ids=clips)
+    extract_audio(root, str(encoders["audio"]), "plain", device="cpu", ids=clips)
+    for clip in clips:
+        emo = pd.read_pickle(root / "emo" / f"{clip}.pkl")
+        plain = pd.read_pickle(root / "plain" / f"{clip}.pkl")
+        assert emo.shape == (plain.shape[0], 32 + 3)
+        np.testing.assert_allclose(emo[:, :32], plain, atol=1e-5)
+    with pytest.raises(ExtractError, match="no emotion regression head"):
+        extract_audio(root, str(encoders["plain"]), "x", emotion_scores=True, device="cpu",
+                      ids=clips)

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from taemi.artifacts import stable_hash
 from taemi.config import ConfigError, EndToEndConfig, ModelSpec
 from taemi.data import ChallengeData
+from taemi.extract.audio import emotion_model_class
 from taemi.extract.common import find_media, load_model, quiet_model_loading, resolve_model
 from taemi.extract.media import SAMPLE_RATE, MediaError, read_audio
 from taemi.models import create_model
@@ -85,34 +86,6 @@ def pool_steps(h: Tensor, valid: Tensor, steps: int) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------- encoders
 
 
-def _emotion_model_class():
-    """wav2vec2 with the audeering regression head: hidden states and per-step scores."""
-    from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
-
-    class RegressionHead(nn.Module):
-        def __init__(self, config) -> None:
-            super().__init__()
-            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-            self.dropout = nn.Dropout(config.final_dropout)
-            self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-
-        def forward(self, x: Tensor) -> Tensor:
-            return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
-
-    class EmotionWav2Vec2(Wav2Vec2PreTrainedModel):
-        def __init__(self, config) -> None:
-            super().__init__(config)
-            self.wav2vec2 = Wav2Vec2Model(config)
-            self.classifier = RegressionHead(config)
-            self.post_init()
-
-        def forward(self, input_values: Tensor, attention_mask: Tensor | None = None):
-            hidden = self.wav2vec2(input_values, attention_mask=attention_mask)[0]
-            return hidden, self.classifier(hidden)
-
-    return EmotionWav2Vec2
-
-
 def pretrained(spec: str, what: str, cls, **kwargs):
     """`cls.from_pretrained` on a local folder or Hub name; failures say what to do."""
     quiet_model_loading()
@@ -134,7 +107,7 @@ class AudioEncoder(nn.Module):
         self.use_mask = bool(getattr(extractor, "return_attention_mask", False))
         self.emotion = settings.emotion_scores
         if self.emotion:
-            model, info = pretrained(spec, "audio model", _emotion_model_class(),
+            model, info = pretrained(spec, "audio model", emotion_model_class(),
                                      output_loading_info=True)
             absent = [k for k in info["missing_keys"] if k.startswith("classifier.")]
             if absent:

@@ -109,6 +109,36 @@ class LogMel:
 # ----------------------------------------------------------------------------- wav2vec2
 
 
+def emotion_model_class():
+    """wav2vec2 with the audeering regression head (`classifier.dense`, `classifier.out_proj`:
+    the emotion-finetuned checkpoints the TAEMI authors use); it returns the hidden states
+    and the per-step scores. Built on call: transformers is imported only when needed."""
+    from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
+
+    class RegressionHead(torch.nn.Module):
+        def __init__(self, config) -> None:
+            super().__init__()
+            self.dense = torch.nn.Linear(config.hidden_size, config.hidden_size)
+            self.dropout = torch.nn.Dropout(config.final_dropout)
+            self.out_proj = torch.nn.Linear(config.hidden_size, config.num_labels)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+
+    class EmotionWav2Vec2(Wav2Vec2PreTrainedModel):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            self.wav2vec2 = Wav2Vec2Model(config)
+            self.classifier = RegressionHead(config)
+            self.post_init()
+
+        def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+            hidden = self.wav2vec2(input_values, attention_mask=attention_mask)[0]
+            return hidden, self.classifier(hidden)
+
+    return EmotionWav2Vec2
+
+
 @dataclass
 class AudioEncoder:
     """A transformers audio model, its feature extractor, and how to run it."""
@@ -120,13 +150,16 @@ class AudioEncoder:
     layer: int
     chunk: int  # samples per chunk
     batch_size: int
+    emotion: bool = False  # the model is `emotion_model_class`: hidden states + scores
 
     @torch.inference_mode()
     def _run(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
         inputs = self.extractor(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with autocast(self.device):
-            if self.layer == -1:
+            if self.emotion:
+                hidden = torch.cat(self.model(**inputs), dim=-1)
+            elif self.layer == -1:
                 hidden = self.model(**inputs).last_hidden_state
             else:
                 hidden = self.model(**inputs, output_hidden_states=True).hidden_states[
@@ -151,15 +184,24 @@ class AudioEncoder:
 
 
 def load_encoder(spec: str, device: str = "auto", layer: int = -1, chunk_seconds: float = 30.0,
-                 batch_size: int = 4) -> AudioEncoder:
-    """Load a wav2vec2-family model and its feature extractor (local path or Hub name)."""
+                 batch_size: int = 4, emotion_scores: bool = False) -> AudioEncoder:
+    """Load a wav2vec2-family model and its feature extractor (local path or Hub name);
+    `emotion_scores`: the model's emotion regression head outputs follow each step's
+    last hidden state (1024 + 3 for the audeering wav2vec2-large checkpoints)."""
     from transformers import AutoFeatureExtractor, AutoModel
 
     device = resolve_device(device)
     quiet_model_loading()
     ref = resolve_model(spec, "audio model")
-    model = load_model(ref, "audio model", lambda: AutoModel.from_pretrained(
-        ref.location, local_files_only=ref.local_files_only))
+    if emotion_scores and layer != -1:
+        raise ExtractError("--emotion-scores reads the last hidden state: leave --layer at -1")
+    cls = emotion_model_class() if emotion_scores else AutoModel
+    model, info = load_model(ref, "audio model", lambda: cls.from_pretrained(
+        ref.location, local_files_only=ref.local_files_only, output_loading_info=True))
+    head = [k for k in info["missing_keys"] if k.startswith("classifier.")]
+    if emotion_scores and head:
+        raise ExtractError(f"--emotion-scores: {spec} has no emotion regression head "
+                           f"({', '.join(head)} missing)")
     extractor = load_model(ref, "audio feature extractor", lambda: AutoFeatureExtractor
                            .from_pretrained(ref.location, local_files_only=ref.local_files_only))
     layers = int(getattr(model.config, "num_hidden_layers", 0))
@@ -169,7 +211,7 @@ def load_encoder(spec: str, device: str = "auto", layer: int = -1, chunk_seconds
         raise ExtractError(f"--chunk-seconds must be at least 1, got {chunk_seconds}")
     model.eval().to(device)
     return AudioEncoder(spec, model, extractor, device, layer,
-                        int(chunk_seconds * SAMPLE_RATE), max(1, batch_size))
+                        int(chunk_seconds * SAMPLE_RATE), max(1, batch_size), emotion_scores)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -178,7 +220,8 @@ def load_encoder(spec: str, device: str = "auto", layer: int = -1, chunk_seconds
 def extract_audio(root: str | os.PathLike, model: str | None = None, out: str | None = None,
                   logmel: bool = False, logmel_out: str = LOGMEL, layer: int = -1,
                   chunk_seconds: float = 30.0, batch_size: int = 4, device: str = "auto",
-                  ids: list[str] | None = None, force: bool = False) -> list[Summary]:
+                  ids: list[str] | None = None, force: bool = False,
+                  emotion_scores: bool = False) -> list[Summary]:
     """Write wav2vec2 and/or log-mel features for every clip; one summary per output."""
     if not model and not logmel:
         raise ExtractError("nothing to extract: give --model (a wav2vec2-family model) "
@@ -200,7 +243,8 @@ def extract_audio(root: str | os.PathLike, model: str | None = None, out: str | 
     outputs: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if model_out:
         started = time.perf_counter()
-        outputs[model_out] = load_encoder(model, device, layer, chunk_seconds, batch_size)
+        outputs[model_out] = load_encoder(model, device, layer, chunk_seconds, batch_size,
+                                          emotion_scores)
         summaries[model_out].load_seconds = time.perf_counter() - started
     if logmel:
         outputs[logmel_out] = LogMel()

@@ -1,7 +1,7 @@
 """Command-line entry points for feature extraction from raw media.
 
     taemi extract video --root DATA --backbone NAME [--weights FILE] [--fps 6.4] [--out NAME]
-    taemi extract audio --root DATA [--model NAME|DIR] [--out NAME] [--logmel]
+    taemi extract audio --root DATA [--model NAME|DIR] [--out NAME] [--emotion-scores] [--logmel]
     taemi transcribe    --root DATA [--model large-v3|DIR] [--out transcripts.csv]
     taemi extract text  --root DATA --model NAME|DIR [--transcripts transcripts.csv] [--out text]
 
@@ -56,7 +56,7 @@ def cmd_audio(args: argparse.Namespace) -> None:
 
     for summary in extract_audio(args.root, args.model, args.out, args.logmel, args.logmel_out,
                                  args.layer, args.chunk_seconds, args.batch_size, args.device,
-                                 _ids(args), args.force):
+                                 _ids(args), args.force, args.emotion_scores):
         print(summary.line())
 
 
@@ -112,6 +112,9 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
     p.add_argument("--out", default=None, help="its feature folder (default: the model name)")
     p.add_argument("--layer", type=int, default=-1,
                    help="hidden state to keep (0: CNN features, -1: last; default -1)")
+    p.add_argument("--emotion-scores", action="store_true",
+                   help="append the model's emotion regression head outputs to each step "
+                   "(audeering wav2vec2-large-robust-12-ft-emotion-msp-dim: 1024 + 3)")
     p.add_argument("--chunk-seconds", type=float, default=30.0,
                    help="longer clips run in chunks of this length (default 30)")
     p.add_argument("--logmel", action="store_true",
