@@ -11,7 +11,8 @@ from taemi.config import ConfigError, load_config
 CONFIGS = Path(__file__).parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "abaw.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "abaw.yaml", "paper.yaml", "paper_features.yaml",
+                                  "endtoend_gpu.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert cfg.data.root.name and cfg.packed_features()

@@ -234,3 +234,25 @@ def test_extract_audio_appends_emotion_scores(raw_root: Path, encoders, tmp_path
     with pytest.raises(ExtractError, match="no emotion regression head"):
         extract_audio(root, str(encoders["plain"]), "x", emotion_scores=True, device="cpu",
                       ids=clips)
+
+
+def test_the_gpu_recipe_runs_on_the_cpu_with_tiny_encoders(raw_root, encoders, tmp_path) -> None:
+    """configs/endtoend_gpu.yaml as shipped (bf16, checkpointing, frozen first epoch, gate
+    head), with tiny encoders and sizes shrunk by overrides only."""
+    from taemi.config import load_config
+
+    exp = "experiments.e2e-taemi-paper"
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "endtoend_gpu.yaml", [
+        f"data.root={raw_root}", "data.test_list=test_split.csv",
+        f"cache.dir={tmp_path / 'cache'}", "cache.workers=1",
+        "cache.steps={text: 4, visual: 4, audio: 6}",
+        f"folds.path={tmp_path / 'folds.csv'}", "folds.n_splits=2", "folds.group_by=none",
+        "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.threads=1",
+        "train.device=cpu", "train.selection=fixed", f"paths.models={tmp_path / 'models'}",
+        f"{exp}.model.d_model=16", f"{exp}.model.heads=2", f"{exp}.folds=[0]",
+        f"{exp}.endtoend.audio_model={encoders['audio']}",
+        f"{exp}.endtoend.text_model={encoders['text']}", f"{exp}.endtoend.max_seconds=1"])
+    assert cfg.train.bf16 and cfg.experiments["e2e-taemi-paper"].endtoend.freeze_epochs == 1
+    cv = train_experiments(cfg)["e2e-taemi-paper"]
+    test = pd.read_csv(tmp_path / "models" / "e2e-taemi-paper" / "test.csv", dtype=str)
+    assert sorted(test["Filename"]) == TEST and cv["folds"] == [0]
