@@ -78,6 +78,17 @@ def labels_digest(labels: pd.DataFrame) -> str:
     return stable_hash(labels.to_csv(index=False), 16)
 
 
+# model parameters added after jobs were trained without them, whose default builds the
+# same model as before: left out of the fingerprint at that default, so a new option never
+# retrains a finished job
+LATER_MODEL_PARAMS = {"head": "sigmoid"}
+
+
+def model_identity(resolved: dict) -> dict:
+    return {k: v for k, v in resolved.items()
+            if k not in LATER_MODEL_PARAMS or v != LATER_MODEL_PARAMS[k]}
+
+
 def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
                     digest: str, labels: str, media: str | None = None) -> str:
     """`media`: the raw inputs' digest of an end-to-end experiment (`taemi.endtoend`)."""
@@ -85,7 +96,7 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
     extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
         if exp.endtoend else {}
     return stable_hash({
-        "model": exp.model.resolved(),
+        "model": model_identity(exp.model.resolved()),
         "train": cfg.train_for(job.experiment).model_dump(mode="json"),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
