@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from taemi.progress import set_quiet
 from taemi.synth import SynthParams, generate
 
 set_quiet(True)
+# Ray clusters in the tests talk over loopback only (read when ray is first imported)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 TINY = SynthParams(scale=0.02, seed=3, workers=1)
 

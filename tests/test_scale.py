@@ -186,3 +186,122 @@ def test_workers_on_one_machine_split_its_cores(tiny_root: Path, tmp_path: Path)
     assert len({t.user_attrs["pid"] for t in finished}) == 2  # both workers ran trials
     share = max(1, len(os.sched_getaffinity(0)) // 2)
     assert {t.user_attrs["threads"] for t in finished} == {share}
+
+
+# ----------------------------------------------------------------------------- compile
+
+
+def test_compiled_training_step_learns_the_same_model(
+        tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamo really traces the training step; its eager backend stands in for inductor,
+    whose CPU build of this tiny model takes minutes (the GPU is what compile is for)."""
+    import numpy as np
+    import torch
+
+    real_compile, traced = torch.compile, []
+
+    def eager_compile(model, **kwargs):
+        traced.append(model)
+        return real_compile(model, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+
+    from taemi.config import TrainConfig
+    from taemi.data import labels_matrix
+    from taemi.experiment import open_packs
+    from taemi.models import create_model
+    from taemi.training import ClipInputs, fit_fold, predict, seed_everything
+
+    cfg = tiny_config(tiny_root, tmp_path)
+    data = open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    ids = data.labels["Filename"].tolist()[:128]
+    inputs = ClipInputs(open_packs(cfg, data, "vit-w2v"), ids)
+    y = labels_matrix(data.labels, ids)
+    rows = np.arange(len(ids))
+    runs = {}
+    for compiled in (False, True):
+        seed_everything(3)
+        model = create_model("taemi", dims=inputs.dims, d_model=16, heads=2)
+        train = TrainConfig(epochs=1, batch_size=64, compile=compiled, ema=None)
+        fit_fold(model, inputs, rows, y, rows[:0], y[:0], train, 3, tmp_path / str(compiled),
+                 "fp")
+        saved = torch.load(tmp_path / str(compiled) / "model.pt", weights_only=True)
+        runs[compiled] = (predict(model, inputs, rows), set(saved))
+    assert len(traced) == 1  # only the compiled run went through torch.compile
+    assert runs[True][1] == runs[False][1]  # weights saved from the model, not the wrapper
+    np.testing.assert_allclose(runs[True][0], runs[False][0], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def test_grid_on_a_two_node_ray_cluster_survives_a_lost_node(
+        grid, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head and a worker node, each its own raylet process on this machine: jobs land on
+    both, the worker node is killed mid-grid, its running job is retried on the head and
+    resumes, finished jobs are not redone, and the artifacts are the local executor's."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from conftest import grid_config
+    from taemi.artifacts import read_json
+    from taemi.pipeline import train_experiments
+
+    cfg, _ = grid
+    work = tmp_path_factory.mktemp("cluster")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    remote = grid_config(Path(cfg.data.root), work, epochs=6).model_copy(
+        update={"paths": cfg.paths.model_copy(update={"models": work / "models"})})
+    local = grid_config(Path(cfg.data.root), work, epochs=6).model_copy(
+        update={"paths": cfg.paths.model_copy(update={"models": work / "local"})})
+    loopback = "127.0.0.1"  # every node and the driver talk over loopback only
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "node_ip_address": loopback})
+    worker = cluster.add_node(num_cpus=1, node_ip_address=loopback)
+    head = cluster.head_node.node_id
+    ray.init(address=cluster.address, log_to_driver=False, _node_ip_address=loopback)
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["cv"] = train_experiments(remote, executor="ray")["t"]
+        except BaseException as err:  # reported by the main thread
+            outcome["error"] = err
+
+    def done_jobs() -> dict[str, dict]:
+        return {str(p.parent): read_json(p) for p in (work / "models").rglob("done.json")}
+
+    driver = threading.Thread(target=drive)
+    try:
+        driver.start()
+        deadline, before_kill = time.monotonic() + 240, None
+        while driver.is_alive() and time.monotonic() < deadline:
+            finished = done_jobs()
+            if any(j["ran_on"]["ray_node"] == worker.node_id for j in finished.values()):
+                cluster.remove_node(worker, allow_graceful=False)  # the node dies mid-grid
+                before_kill = finished
+                break
+            time.sleep(0.1)
+        driver.join(timeout=300)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "error" not in outcome, outcome.get("error")
+    assert before_kill is not None and len(before_kill) < 6, "the grid ended before the kill"
+    after = done_jobs()
+    assert len(after) == 6
+    assert all(after[job] == summary for job, summary in before_kill.items())  # not redone
+    nodes = {j["ran_on"]["ray_node"] for j in after.values()}
+    assert nodes == {worker.node_id, head}  # both nodes did jobs
+
+    local_cv = train_experiments(local)["t"]
+    assert outcome["cv"]["overall"] == local_cv["overall"]
+    for name in ("oof.csv", "test.csv"):
+        np.testing.assert_array_equal(pd.read_csv(work / "models" / "t" / name),
+                                      pd.read_csv(work / "local" / "t" / name))

@@ -1,16 +1,21 @@
 """Where the grid's jobs run: here, one after another (default), or on a Ray cluster.
 
 Both call the same `run_job(config, job)`; a job writes its own folder, so the results
-do not depend on the executor. Ray joins a running cluster through `RAY_ADDRESS` (or
-`ray.init()`'s usual discovery) and asks for a GPU per job where the cluster has GPUs;
-on a single machine with no cluster it starts a local Ray instance. On a cluster the
-project folder (data, cache, folds, models) must be on storage every node sees.
+do not depend on the executor. Ray joins the cluster at `ray.address` (or `RAY_ADDRESS`,
+or `ray.init()`'s usual discovery; with none it starts a local instance). Each job asks
+for `ray.cpus_per_job` CPUs, which are also its torch threads, and, where the cluster
+has GPUs, `ray.gpus_per_job` of one: a fraction packs several fold jobs on one GPU. A job
+whose node dies is run again on another node (`ray.max_retries`) and resumes from its
+last saved epoch; a finished job is never redone. Every `done.json` records the host
+and Ray node the job ran on. On a cluster the project folder (data, cache, folds,
+models) must be on storage every node sees.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from taemi.config import config_from_dict
 from taemi.experiment import Job, run_job
 from taemi.progress import progress
 
@@ -26,14 +31,26 @@ def run_local(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
     return results
 
 
+def run_job_with_threads(cfg_tree: dict, job: Job, threads: int) -> dict:
+    """A Ray task: the job with torch on its own CPUs only (train.threads wins where set),
+    so packed jobs do not fight over a node's cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_job(cfg_tree, job)
+
+
 def run_ray(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
     import ray
 
+    settings = config_from_dict(cfg_tree).ray
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(run_job)
-    pending = {task.remote(cfg_tree, job): i for i, job in enumerate(jobs)}
+        ray.init(address=settings.address, log_to_driver=False)
+    gpus = settings.gpus_per_job if ray.cluster_resources().get("GPU", 0) else 0
+    task = ray.remote(num_cpus=settings.cpus_per_job, num_gpus=gpus,
+                      max_retries=settings.max_retries)(run_job_with_threads)
+    pending = {task.remote(cfg_tree, job, settings.cpus_per_job): i
+               for i, job in enumerate(jobs)}
     results: list[dict | None] = [None] * len(jobs)
     bar = progress(total=len(jobs), desc="jobs (ray)", unit="job")
     while pending:

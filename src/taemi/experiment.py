@@ -16,6 +16,8 @@ Every file is written atomically.
 from __future__ import annotations
 
 import shutil
+import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
-from taemi.config import ROLES, Config, ConfigError, config_from_dict
+from taemi.config import ROLES, Config, ConfigError, TrainConfig, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
 from taemi.metrics import score_table
@@ -78,6 +80,20 @@ def labels_digest(labels: pd.DataFrame) -> str:
     return stable_hash(labels.to_csv(index=False), 16)
 
 
+# train keys added after jobs were trained without them: left out of a job's fingerprint
+# while at their default, so a new knob never retrains a finished job
+LATER_TRAIN_KEYS = {"compile": False}
+
+
+def train_identity(train: TrainConfig) -> dict:
+    """The training settings that shape a job's model, as its fingerprint records them."""
+    out = train.model_dump(mode="json")
+    for key, default in LATER_TRAIN_KEYS.items():
+        if out.get(key) == default:
+            del out[key]
+    return out
+
+
 # model parameters added after jobs were trained without them, whose default builds the
 # same model as before: left out of the fingerprint at that default, so a new option never
 # retrains a finished job
@@ -97,10 +113,18 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
         if exp.endtoend else {}
     return stable_hash({
         "model": model_identity(exp.model.resolved()),
-        "train": cfg.train_for(job.experiment).model_dump(mode="json"),
+        "train": train_identity(cfg.train_for(job.experiment)),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
     })
+
+
+def ran_on() -> dict:
+    """Where this job ran: the host and, inside a Ray task, the Ray node."""
+    node = None
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        node = sys.modules["ray"].get_runtime_context().get_node_id()
+    return {"host": socket.gethostname(), "ray_node": node}
 
 
 def prediction_frame(ids: list[str], pred: np.ndarray,
@@ -204,7 +228,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
                "selection": train_cfg.selection, "selection_rows": len(part_ids["select"]),
                "selection_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
-               "seconds": outcome.seconds}
+               "seconds": outcome.seconds, "ran_on": ran_on()}
     (folder / "done.json").unlink(missing_ok=True)  # from here the old job is gone
     (work / "last.pt").unlink(missing_ok=True)
     for kind in PREDICTIONS:

@@ -206,6 +206,8 @@ def fit_fold(
         int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
     ema = EMA(model, cfg.ema) if cfg.ema else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    # the training step's forward, compiled on request; weights are saved from `model`
+    forward = torch.compile(model) if cfg.compile else model
 
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
              "history": [], "seconds": 0.0}
@@ -239,7 +241,7 @@ def fit_fold(
             rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             batch = inputs.batch(train_t[rows])
             with autocast:
-                pred = model(batch)
+                pred = forward(batch)
             loss = loss_fn(pred, y_train_t[rows.to(device)], take_gate_logits(model))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
