@@ -240,7 +240,9 @@ def test_grid_on_a_two_node_ray_cluster_survives_a_lost_node(
         grid, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """A head and a worker node, each its own raylet process on this machine: jobs land on
     both, the worker node is killed mid-grid, its running job is retried on the head and
-    resumes, finished jobs are not redone, and the artifacts are the local executor's."""
+    resumes, finished jobs are not redone, and the artifacts are the local executor's.
+    Each node declares one GPU (a Ray resource; torch finds no CUDA and trains on the
+    CPU) and jobs ask for half of one: the fractional setting schedules and is harmless."""
     import threading
 
     import numpy as np
@@ -251,19 +253,22 @@ def test_grid_on_a_two_node_ray_cluster_survives_a_lost_node(
 
     from conftest import grid_config
     from taemi.artifacts import read_json
+    from taemi.config import RayConfig
     from taemi.pipeline import train_experiments
 
     cfg, _ = grid
     work = tmp_path_factory.mktemp("cluster")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     remote = grid_config(Path(cfg.data.root), work, epochs=6).model_copy(
-        update={"paths": cfg.paths.model_copy(update={"models": work / "models"})})
+        update={"paths": cfg.paths.model_copy(update={"models": work / "models"}),
+                "ray": RayConfig(gpus_per_job=0.5)})
     local = grid_config(Path(cfg.data.root), work, epochs=6).model_copy(
         update={"paths": cfg.paths.model_copy(update={"models": work / "local"})})
     loopback = "127.0.0.1"  # every node and the driver talk over loopback only
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "node_ip_address": loopback})
-    worker = cluster.add_node(num_cpus=1, node_ip_address=loopback)
+        "num_cpus": 1, "num_gpus": 1, "include_dashboard": False,
+        "node_ip_address": loopback})
+    worker = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=loopback)
     head = cluster.head_node.node_id
     ray.init(address=cluster.address, log_to_driver=False, _node_ip_address=loopback)
     outcome: dict = {}
@@ -299,6 +304,7 @@ def test_grid_on_a_two_node_ray_cluster_survives_a_lost_node(
     assert all(after[job] == summary for job, summary in before_kill.items())  # not redone
     nodes = {j["ran_on"]["ray_node"] for j in after.values()}
     assert nodes == {worker.node_id, head}  # both nodes did jobs
+    assert all(j["ran_on"]["gpu_ids"] for j in after.values())  # each had its GPU share
 
     local_cv = train_experiments(local)["t"]
     assert outcome["cv"]["overall"] == local_cv["overall"]

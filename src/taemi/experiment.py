@@ -120,11 +120,12 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
 
 
 def ran_on() -> dict:
-    """Where this job ran: the host and, inside a Ray task, the Ray node."""
-    node = None
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        node = sys.modules["ray"].get_runtime_context().get_node_id()
-    return {"host": socket.gethostname(), "ray_node": node}
+    """Where this job ran: the host and, inside a Ray task, the Ray node and GPU ids."""
+    node, gpus = None, []
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        node, gpus = ray.get_runtime_context().get_node_id(), list(ray.get_gpu_ids())
+    return {"host": socket.gethostname(), "ray_node": node, "gpu_ids": gpus}
 
 
 def prediction_frame(ids: list[str], pred: np.ndarray,
