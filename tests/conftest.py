@@ -132,6 +132,7 @@ def run_config_tree(work: Path) -> dict:
         "stack": {"name": "tiny-stack", "experiments": ["tiny-taemi", "tiny-audio"],
                   "lightgbm": {"n_estimators": 50}},
         "submit": {"name": "tiny-stack", "source": "tiny-stack"},
+        "tracking": {"uri": f"sqlite:///{work}/mlruns.db"},
         "paths": {"models": str(work / "models"), "ensembles": str(work / "ensembles"),
                   "submissions": str(work / "submissions"), "reports": str(work / "reports")},
     }

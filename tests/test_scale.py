@@ -311,3 +311,31 @@ def test_grid_on_a_two_node_ray_cluster_survives_a_lost_node(
     for name in ("oof.csv", "test.csv"):
         np.testing.assert_array_equal(pd.read_csv(work / "models" / "t" / name),
                                       pd.read_csv(work / "local" / "t" / name))
+
+
+# ----------------------------------------------------------------------------- MLflow
+
+
+def test_experiments_and_stack_are_logged_to_mlflow_once(demo_run) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    from taemi.config import load_config
+    from taemi.tracking import log_experiment
+
+    path, results = demo_run
+    cfg = load_config(path)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.name], output_format="list")
+    assert {r.info.run_name: r.data.tags["taemi_kind"] for r in runs} == {
+        "tiny-taemi": "experiment", "tiny-audio": "experiment", "tiny-stack": "stack"}
+    cv = results["experiments"]["tiny-taemi"]
+    taemi = next(r for r in runs if r.info.run_name == "tiny-taemi")
+    assert taemi.data.metrics["cv mean"] == pytest.approx(cv["overall"]["mean"])
+    assert taemi.data.metrics["cv Joy"] == pytest.approx(cv["overall"]["Joy"])
+    assert taemi.data.metrics["test single mean"] == pytest.approx(cv["heldout_test_single"])
+    assert taemi.data.params["model.name"] == "taemi"
+    assert taemi.data.tags["path.models"] == str(cfg.experiment_dir("tiny-taemi"))
+    stack = next(r for r in runs if r.info.run_name == "tiny-stack")
+    assert stack.data.metrics["cv mean"] == pytest.approx(results["stack"]["overall"]["mean"])
+    # the same result again logs nothing new
+    assert log_experiment(cfg, "tiny-taemi", cv) == taemi.info.run_id
+    assert len(mlflow.search_runs(experiment_names=[cfg.name], output_format="list")) == 3

@@ -23,6 +23,7 @@ from taemi.folds import folds_digest, make_folds, purged, read_folds, write_fold
 from taemi.participants import Participants
 from taemi.progress import echo
 from taemi.synth import SynthParams, generate
+from taemi.tracking import log_experiment, log_stack
 
 
 def ensure_data(cfg: Config) -> ChallengeData:
@@ -75,6 +76,7 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
         results[name] = aggregate(cfg, name, data, folds)
         overall = results[name]["overall"]
         echo(f"{name}: CV mean Pearson {overall['mean']:.4f}")
+        log_experiment(cfg, name, results[name])
     return results
 
 
@@ -185,7 +187,9 @@ def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:
 
     data = data or open_data(cfg)
     packs = {name: pack for (name, _), pack in ensure_cache(cfg, data, report=False).items()}
-    return run_stack(cfg, data, ensure_folds(cfg, data), packs)
+    cv = run_stack(cfg, data, ensure_folds(cfg, data), packs)
+    log_stack(cfg, cv)
+    return cv
 
 
 def ensure_tuning(cfg: Config, data: ChallengeData | None = None,
