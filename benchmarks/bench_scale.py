@@ -40,12 +40,14 @@ def prepare() -> None:
                     "--quiet"], cwd=ROOT, check=True)
 
 
-def bench_tune(trials: int) -> dict:
+def bench_tune(trials: int, only: list[str] | None = None) -> dict:
     common = ["configs/demo.yaml", "--quiet", "--n-trials", str(trials),
               "--set", "tune.pruner_startup_trials=1000", "--set", f"tune.dir={WORK}"]
     setups = {
         "1 worker (torch default threads)": [["tune", *common, "--set",
                                               "tune.study_name=w1"]],
+        "1 worker, 1 thread": [["tune", *common, "--set", "tune.study_name=w1t1", "--set",
+                                "train.threads=1"]],
         "2 workers, taemi tune --workers 2 (1 thread each)": [
             ["tune", *common, "--set", "tune.study_name=w2", "--workers", "2"]],
         "2 workers started by hand (torch default threads each)": [
@@ -53,6 +55,8 @@ def bench_tune(trials: int) -> dict:
     }
     out = {"trials": trials, "cores": len(os.sched_getaffinity(0)), "setups": {}}
     for name, commands in setups.items():
+        if only and not any(name.startswith(prefix) for prefix in only):
+            continue
         shutil.rmtree(WORK, ignore_errors=True)
         started = time.perf_counter()
         processes = [taemi(*command) for command in commands]
@@ -77,11 +81,13 @@ def bench_ray() -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     overrides = ["train.epochs=4", "experiments.demo-taemi.backbones=[vit-w2v]"]
     runs = {}
-    for executor in ("local", "ray"):
-        models = WORK / f"models-{executor}"
+    variants = {"local": [], "local, 1 thread": ["train.threads=1"], "ray": []}
+    for variant, extra in variants.items():
+        executor = variant.split(",")[0]
+        models = WORK / f"models-{variant.replace(', ', '-').replace(' ', '')}"
         shutil.rmtree(models, ignore_errors=True)
         cfg = load_config(ROOT / "configs" / "demo.yaml",
-                          [*overrides, f"paths.models={models}"])
+                          [*overrides, *extra, f"paths.models={models}"])
         cluster = None
         if executor == "ray":
             started = time.perf_counter()
@@ -93,12 +99,12 @@ def bench_ray() -> dict:
             runs["cluster_start_seconds"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         cv = train_experiments(cfg, ["demo-taemi"], executor=executor)["demo-taemi"]
-        runs[executor] = {"seconds": round(time.perf_counter() - started, 1),
-                          "cv": round(cv["overall"]["mean"], 4)}
+        runs[variant] = {"seconds": round(time.perf_counter() - started, 1),
+                         "cv": round(cv["overall"]["mean"], 4)}
         if cluster is not None:
             ray.shutdown()
             cluster.shutdown()
-        print(executor, runs[executor], flush=True)
+        print(variant, runs[variant], flush=True)
     runs["grid"] = "demo-taemi, backbone vit-w2v, seed 0, 5 folds, 4 epochs"
     return runs
 
@@ -107,13 +113,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("tune", "ray"))
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="tune: the setups to run (by their first words), default all")
     args = parser.parse_args()
     # the cluster's nodes and the driver talk over loopback (read when ray is imported)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     prepare()
-    result = bench_tune(args.trials) if args.what == "tune" else bench_ray()
+    result = bench_tune(args.trials, args.only) if args.what == "tune" else bench_ray()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"scale-{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = RESULTS / f"scale-{args.what}.json"
+    if args.what == "tune" and path.is_file():  # keep the setups not rerun
+        previous = json.loads(path.read_text())
+        result["setups"] = {**previous.get("setups", {}), **result["setups"]}
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

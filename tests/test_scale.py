@@ -339,3 +339,14 @@ def test_experiments_and_stack_are_logged_to_mlflow_once(demo_run) -> None:
     # the same result again logs nothing new
     assert log_experiment(cfg, "tiny-taemi", cv) == taemi.info.run_id
     assert len(mlflow.search_runs(experiment_names=[cfg.name], output_format="list")) == 3
+
+
+def test_torch_threads_wait_passively_unless_the_user_says_otherwise() -> None:
+    """Spinning OpenMP threads made a fold 8x slower beside one other busy process."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    probe = "import taemi, os; print(os.environ['OMP_WAIT_POLICY'])"
+    ours = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, check=True)
+    theirs = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, check=True)
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == ("PASSIVE", "ACTIVE")
