@@ -175,8 +175,10 @@ def test_an_unreachable_database_is_named(tiny_root: Path, tmp_path: Path) -> No
 
 
 def test_workers_on_one_machine_split_its_cores(tiny_root: Path, tmp_path: Path) -> None:
-    n_trials = 4
-    config = tune_config_file(tiny_root, tmp_path, n_trials=n_trials)
+    # trials long enough (12 epochs) that the spawned worker, which starts a few seconds
+    # after the first, still finds trials to run on an idle machine
+    n_trials = 6
+    config = tune_config_file(tiny_root, tmp_path, n_trials=n_trials, epochs=12)
     finish(tune_process(config, "--workers", "2"))
     journal = tmp_path / "tune" / "tiny-t" / "optuna.journal"
     study = optuna.load_study(study_name="tiny-t", storage=optuna.storages.JournalStorage(
