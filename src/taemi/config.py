@@ -263,7 +263,12 @@ class TuneConfig(Section):
     @field_validator("ranges")
     @classmethod
     def _ranges(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        known = {"text", "visual", "audio", "attn_dropout", "dropout", "head_dropout"}
+        # `modality`: one rate for all three modalities (models that take one, taemi_paper)
+        known = {"text", "visual", "audio", "modality", "attn_dropout", "dropout",
+                 "head_dropout"}
+        if "modality" in ranges and ranges.keys() & {"text", "visual", "audio"}:
+            raise ValueError("give either `modality` (one rate for all) or per-modality "
+                             "rates (text, visual, audio), not both")
         for key, (low, high) in ranges.items():
             if key not in known:
                 raise ValueError(f"no tunable rate {key!r}; tunable: {sorted(known)}")

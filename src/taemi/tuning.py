@@ -187,12 +187,15 @@ def _alive(pid: int) -> bool:
 
 
 def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict:
-    """Model parameters for one trial: `modality_dropout` plus the other dropout rates."""
+    """Model parameters for one trial: `modality_dropout` (a rate per modality, or with
+    `modality` one rate for all, as `taemi_paper` takes it) plus the other dropout rates."""
     values = {name: trial.suggest_float(name, low, high) for name, (low, high) in
               sorted(ranges.items())}
-    params: dict = {k: v for k, v in values.items() if k not in MODALITIES}
+    params: dict = {k: v for k, v in values.items() if k not in (*MODALITIES, "modality")}
     rates = {k: v for k, v in values.items() if k in MODALITIES}
-    if rates:
+    if "modality" in values:
+        params["modality_dropout"] = values["modality"]
+    elif rates:
         params["modality_dropout"] = rates
     return params
 
@@ -200,8 +203,8 @@ def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict
 def merged_params(cfg: Config, params: dict) -> dict:
     """The experiment's model parameters with the tuned ones on top."""
     base = cfg.experiments[_tune(cfg).experiment].model.params()
-    out = {**base, **{k: v for k, v in params.items() if k != "modality_dropout"}}
-    if "modality_dropout" in params:
+    out = {**base, **params}
+    if isinstance(params.get("modality_dropout"), dict):  # per modality: on top of the base
         out["modality_dropout"] = {**(base.get("modality_dropout") or {}),
                                    **params["modality_dropout"]}
     return out
