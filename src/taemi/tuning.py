@@ -19,8 +19,8 @@ start `taemi tune` on each. A study resumes where it stopped. `n_trials` is exac
 every run and worker: a worker starts a trial only while finished plus running trials fall
 short of it, and one that loses that race to another worker marks its trial failed
 (`surplus`) before it runs. A trial whose worker died is failed and its parameters queued
-again: at once for a worker of this machine (its process is gone), and after
-`tune.grace_period` seconds without a heartbeat on RDB storage (any machine).
+again: on the journal file as soon as another worker sees the process gone; on RDB storage
+after `tune.grace_period` seconds without a heartbeat (a worker on any machine).
 """
 
 from __future__ import annotations
