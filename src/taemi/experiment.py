@@ -26,7 +26,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed
-from taemi.config import ROLES, Config, ConfigError, TrainConfig, config_from_dict
+from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
 from taemi.metrics import score_table
@@ -80,29 +80,16 @@ def labels_digest(labels: pd.DataFrame) -> str:
     return stable_hash(labels.to_csv(index=False), 16)
 
 
-# train keys added after jobs were trained without them: left out of a job's fingerprint
-# while at their default, so a new knob never retrains a finished job
-LATER_TRAIN_KEYS = {"compile": False}
-
-
-def train_identity(train: TrainConfig) -> dict:
-    """The training settings that shape a job's model, as its fingerprint records them."""
-    out = train.model_dump(mode="json")
-    for key, default in LATER_TRAIN_KEYS.items():
-        if out.get(key) == default:
-            del out[key]
-    return out
-
-
-# model parameters added after jobs were trained without them, whose default builds the
-# same model as before: left out of the fingerprint at that default, so a new option never
+# settings added after jobs were trained without them, whose default trains the same model
+# as before: left out of a job's fingerprint while at that default, so a new option never
 # retrains a finished job
+LATER_TRAIN_KEYS = {"compile": False}
 LATER_MODEL_PARAMS = {"head": "sigmoid"}
 
 
-def model_identity(resolved: dict) -> dict:
-    return {k: v for k, v in resolved.items()
-            if k not in LATER_MODEL_PARAMS or v != LATER_MODEL_PARAMS[k]}
+def without_later_defaults(settings: dict, later: dict) -> dict:
+    """`settings` as a fingerprint records them: later options at their default left out."""
+    return {k: v for k, v in settings.items() if k not in later or v != later[k]}
 
 
 def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
@@ -112,8 +99,9 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
     extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
         if exp.endtoend else {}
     return stable_hash({
-        "model": model_identity(exp.model.resolved()),
-        "train": train_identity(cfg.train_for(job.experiment)),
+        "model": without_later_defaults(exp.model.resolved(), LATER_MODEL_PARAMS),
+        "train": without_later_defaults(cfg.train_for(job.experiment).model_dump(mode="json"),
+                                        LATER_TRAIN_KEYS),
         "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
     })
