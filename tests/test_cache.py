@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_pkl
-from taemi.cache import build_packed, pool_steps
+from taemi.cache import build_packed, participant_moments, participant_normalised, pool_steps
 from taemi.data import ChallengeData, DataError
 
 
@@ -88,3 +88,35 @@ def test_two_workers_pack_the_same_arrays(tiny_root: Path, tmp_path: Path) -> No
     np.testing.assert_array_equal(one.x, two.x)
     np.testing.assert_array_equal(one.valid, two.valid)
     np.testing.assert_array_equal(one.missing, two.missing)
+
+
+def test_participant_normalised_pack(tiny_root: Path, tmp_path: Path) -> None:
+    """Each participant's valid steps end with the pooled mean (prior 0: exactly); padding
+    stays zero, nobody-known clips keep their raw values, the pack is built once, and a
+    small participant keeps mostly the pooled statistics under a prior."""
+    data = ChallengeData(tiny_root, test_list="test_split.csv")
+    raw = build_packed(data, "wav2vec2", 8, tmp_path, workers=1)
+    rng = np.random.default_rng(0)
+    who = rng.integers(0, 6, len(raw.ids))
+    who[:5] = -1
+    who[5] = 6  # a participant of one clip
+    packed = participant_normalised(raw, who, 0.0, tmp_path)
+    x, valid = np.asarray(packed.x, np.float64), np.asarray(packed.valid)
+    _, _, pooled_mean, _ = participant_moments(raw, who, 0.0)
+    for person in range(6):
+        steps = x[who == person][valid[who == person]]
+        np.testing.assert_allclose(steps.mean(0), pooled_mean, atol=2e-2)
+    assert (x[~valid] == 0).all()
+    np.testing.assert_array_equal(packed.x[:5], raw.x[:5])
+    np.testing.assert_array_equal(packed.valid, raw.valid)
+    assert not np.allclose(x[who >= 0], np.asarray(raw.x, np.float64)[who >= 0], atol=1e-2)
+    stamp = (packed.folder / "x.npy").stat().st_mtime_ns
+    assert participant_normalised(raw, who, 0.0, tmp_path).folder == packed.folder
+    assert (packed.folder / "x.npy").stat().st_mtime_ns == stamp
+    # with a prior, the one-clip participant's mean moves only part of the way to its own
+    mean, _, _, _ = participant_moments(raw, who, 5.0)
+    own = np.asarray(raw.x[5], np.float64)[raw.valid[5]].mean(0)
+    between = np.abs(mean[6] - pooled_mean) / np.abs(own - pooled_mean).clip(1e-9)
+    assert 0.1 < np.median(between) < 0.3  # 1 / (1 + 5) of the way
+    with pytest.raises(ValueError, match="participant labels for the"):
+        participant_normalised(raw, who[:-1], 0.0, tmp_path)

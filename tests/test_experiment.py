@@ -116,3 +116,26 @@ def test_validation_kept_as_holdout(tiny_root: Path, tmp_path: Path) -> None:
     oof = pd.read_csv(tmp_path / "models" / "h" / "oof.csv", dtype={"Filename": str})
     assert set(oof["Filename"]) == set(data.train["Filename"])  # validation never in CV
     assert cv["holdout"] is not None and "mean" in cv["holdout"]
+
+
+def test_participant_normalised_cache_trains_its_own_jobs(tiny_root: Path, tmp_path: Path
+                                                          ) -> None:
+    """`cache.normalise: participant` gives the visual and audio roles packs standardised
+    per participant (the text pack stays raw) and so jobs of their own."""
+    from taemi.experiment import open_packs
+    from taemi.pipeline import ensure_cache
+
+    cfg = grid_config(tiny_root, tmp_path, epochs=1)
+    normalised = cfg.model_copy(update={"cache": cfg.cache.model_copy(
+        update={"normalise": "participant"})})
+    data = open_data(cfg)
+    ensure_cache(normalised, data, report=False)
+    raw, packs = open_packs(cfg, data, "vit-w2v"), open_packs(normalised, data, "vit-w2v")
+    assert packs["text"].folder == raw["text"].folder
+    for role in ("visual", "audio"):
+        assert packs[role].folder.name.startswith(f"pnorm-{raw[role].folder.name}-")
+        assert packs[role].meta["normalised"]["by"] == "participant"
+    one = normalised.model_copy(update={"experiments": {"t": normalised.experiments["t"]
+                                                        .model_copy(update={"seeds": [0]})}})
+    cv = train_experiments(one)["t"]
+    assert np.isfinite(cv["overall"]["mean"])

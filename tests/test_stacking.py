@@ -44,7 +44,7 @@ def test_no_row_is_scored_by_a_stacker_that_saw_it() -> None:
     X = np.arange(60, dtype=float)[:, None]
     fold = np.arange(60) % 4
     Spy.log = []
-    nested_predictions(Spy, X, np.zeros((60, 6)), fold, -np.ones((5, 1)), np.arange(60))
+    nested_predictions(Spy, X, np.zeros((60, 6)), fold, [-np.ones((5, 1))], np.arange(60))
     held_out = Spy.log[0::2]  # each fold: predict its held rows, then the test rows
     assert len(held_out) == 4 and all(not overlap for overlap in held_out)
 
@@ -59,7 +59,7 @@ def test_lightgbm_stacker_is_a_deterministic_estimator() -> None:
     a = stacker.predict(X)
     b = clone(stacker).fit(X, y).predict(X)
     np.testing.assert_array_equal(a, b)
-    assert a.shape == (300, 6) and a.min() >= 0 and a.max() <= 1
+    assert a.shape == (300, 6)
     assert len(stacker.best_iterations_) == 6
     assert np.corrcoef(a[:, 0], y[:, 0])[0, 1] > 0.8
     assert RidgeStacker(0.5).fit(X, y).predict(X).shape == (300, 6)
@@ -94,15 +94,28 @@ def fake_experiment(cfg, name: str, folds: pd.DataFrame, test_ids: list[str], se
     exp = cfg.paths.models / name
     oof = folds.copy()
     oof[list(TARGETS)] = np.clip(labels.to_numpy() + rng.normal(0, 0.3, labels.shape), 0, 1)
-    test = pd.DataFrame(rng.random((len(test_ids), 6)), columns=list(TARGETS))
-    test.insert(0, "Filename", test_ids)
+    truth = rng.random((len(test_ids), 6))
+    by_fold = [truth + rng.normal(0, 0.2, truth.shape) for _ in folds_of(folds)]
+    for fold, pred in zip(folds_of(folds), by_fold, strict=True):
+        write_csv(exp / "vit-w2v" / "seed0" / f"fold{fold}" / "test.csv", frame(test_ids, pred))
     for folder in (exp, exp / "vit-w2v"):
         write_csv(folder / "oof.csv", oof.iloc[drop_rows:])
-        write_csv(folder / "test.csv", test)
+        write_csv(folder / "test.csv", frame(test_ids, np.mean(by_fold, axis=0)))
     write_json(exp / "cv.json", {"folds_digest": digest or folds_digest(folds),
                                  "folds_file": "elsewhere.csv"})
-    write_json(exp / "config.json", {"experiments": {name: {"backbones": ["vit-w2v"]}},
-                                     "backbones": {"vit-w2v": {}}})
+    write_json(exp / "config.json", {
+        "experiments": {name: {"backbones": ["vit-w2v"], "seeds": [0]}},
+        "backbones": {"vit-w2v": {}}})
+
+
+def folds_of(folds: pd.DataFrame) -> list[int]:
+    return sorted(f for f in folds["fold"].unique() if f >= 0)
+
+
+def frame(ids: list[str], pred: np.ndarray) -> pd.DataFrame:
+    out = pd.DataFrame(pred, columns=list(TARGETS))
+    out.insert(0, "Filename", ids)
+    return out
 
 
 @pytest.fixture
@@ -168,3 +181,39 @@ def test_stack_over_a_trained_grid(grid, tmp_path: Path) -> None:
     folds = read_folds(cfg.folds.path)
     assert cv["folds_digest"] == folds_digest(folds)
     assert (tmp_path / "g" / "oof.csv").is_file()
+
+
+def test_test_inputs_match_what_the_stackers_learnt_from(stack_cfg) -> None:
+    """`fold_models` feeds each fold model's test predictions through every stacker and
+    averages: the same as the fold mean for the linear ridge stack, not for the trees. A
+    member without its fold models' predictions is named."""
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    matched = ensure_stack(cfg)
+    mean_cfg = cfg.model_copy(update={"stack": cfg.stack.model_copy(
+        update={"test_inputs": "fold_mean", "name": "s-mean"})})
+    averaged = ensure_stack(mean_cfg)
+    board, mean_board = matched["leaderboard"], averaged["leaderboard"]
+    assert board["ridge stack"]["heldout_test"]["mean"] == pytest.approx(
+        mean_board["ridge stack"]["heldout_test"]["mean"], abs=1e-9)
+    assert board["lightgbm stack"]["heldout_test"]["mean"] != pytest.approx(
+        mean_board["lightgbm stack"]["heldout_test"]["mean"], abs=1e-9)
+    first = folds_of(folds)[0]
+    (cfg.paths.models / "b" / "vit-w2v" / "seed0" / f"fold{first}" / "test.csv").unlink()
+    with pytest.raises(DataError, match=rf"'b/vit-w2v' has no test predictions of its fold "
+                                        rf"{first} model"):
+        ensure_stack(cfg.model_copy(update={"stack": cfg.stack.model_copy(
+            update={"name": "s-again"})}))
+
+
+def test_positive_ridge_never_subtracts_a_member() -> None:
+    rng = np.random.default_rng(4)
+    signal = rng.random((400, 6))
+    noise = rng.normal(0, 0.3, (400, 6))
+    # member 2 is member 1's noise: the best free blend subtracts it
+    X = np.hstack([signal + noise, noise + 0.05 * rng.normal(size=(400, 6))])
+    free = RidgeStacker(1.0).fit(X, signal)
+    positive = RidgeStacker(1.0, positive=True).fit(X, signal)
+    assert (free.ridge_.coef_ < -0.1).any()
+    assert (positive.ridge_.coef_ >= 0).all()

@@ -109,3 +109,34 @@ def test_gate_loss_needs_a_gate_head(setup, tmp_path: Path) -> None:
         assert np.isfinite(outcome.best_score)
         runs.append(predict(gated, inputs, va))
     np.testing.assert_array_equal(*runs)  # same seed, same predictions, gate loss included
+
+
+def test_average_keeps_the_mean_of_the_best_epochs(setup, tmp_path: Path) -> None:
+    """`train.average: 2` saves the mean of the two best epochs' weights (by the selection
+    rows), snapshots of the others are dropped, and a resumed run ends the same."""
+    inputs, _, _, va = setup
+    best_each = []
+
+    def record(epoch: int, score: float) -> None:
+        best_each.append(score)
+
+    whole, _ = train(setup, tmp_path / "avg", epochs=4, average=2, on_epoch=record)
+    kept = sorted(range(1, 5), key=lambda e: (-best_each[e - 1], -e))[:2]
+    snapshots = tmp_path / "avg" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == sorted(f"epoch{e}.pt" for e in kept)
+    states = [torch.load(snapshots / f"epoch{e}.pt", weights_only=True) for e in kept]
+    saved = torch.load(tmp_path / "avg" / "model.pt", weights_only=True)
+    for name, value in saved.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2)
+    assert not torch.equal(saved[next(iter(saved))], states[0][next(iter(saved))])
+
+    def stop_after_two(epoch: int, score: float) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(setup, tmp_path / "cut", epochs=4, average=2, on_epoch=stop_after_two)
+    resumed, _ = train(setup, tmp_path / "cut", epochs=4, average=2)
+    np.testing.assert_allclose(predict(resumed, inputs, va), predict(whole, inputs, va),
+                               atol=1e-6)

@@ -313,3 +313,88 @@ def _pack(folder: Path, name: str, steps: int, width: int, ids: list[str],
             "feature": name, "steps": steps, "width": width, "ids": ids,
             "version": CACHE_VERSION, "report": asdict(report),
         })
+
+
+# ------------------------------------------------------------------ per-participant packs
+
+NORMALISED_PREFIX = "pnorm"
+
+
+def participant_moments(pack: PackedFeature, participants: np.ndarray, prior: float,
+                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                    np.ndarray]:
+    """Each participant's per-dimension mean and standard deviation over its valid steps,
+    shrunk toward the pooled ones by `prior` clips' weight (a participant with few clips
+    keeps mostly the pooled statistics); also the pooled mean and within-person deviation.
+
+    `participants` holds one integer per pack row; a negative one is nobody known, and its
+    clips get the pooled statistics."""
+    groups = int(participants.max()) + 1 if len(participants) else 0
+    sums = np.zeros((groups, pack.width))
+    squares = np.zeros((groups, pack.width))
+    steps, clips = np.zeros(groups), np.zeros(groups)
+    for start in range(0, len(pack.ids), chunk):
+        rows = slice(start, start + chunk)
+        x = np.asarray(pack.x[rows], np.float64)
+        valid = np.asarray(pack.valid[rows])
+        who = participants[rows]
+        known = who >= 0
+        masked = x * valid[..., None]
+        np.add.at(sums, who[known], masked.sum(1)[known])
+        np.add.at(squares, who[known], (masked * x).sum(1)[known])
+        np.add.at(steps, who[known], valid.sum(1)[known])
+        np.add.at(clips, who[known], valid.any(1)[known])
+    seen = steps > 0
+    pooled_mean = sums[seen].sum(0) / max(steps[seen].sum(), 1)
+    mean = np.divide(sums, steps[:, None], out=np.zeros_like(sums), where=seen[:, None])
+    within = squares - steps[:, None] * mean ** 2
+    pooled_var = np.maximum(within[seen].sum(0) / max(steps[seen].sum(), 1), 1e-12)
+    var = np.divide(within, steps[:, None], out=np.zeros_like(sums), where=seen[:, None])
+    weight = (clips / (clips + prior))[:, None] if prior > 0 else seen[:, None].astype(float)
+    mean = weight * mean + (1 - weight) * pooled_mean
+    var = np.maximum(weight * var + (1 - weight) * pooled_var, 1e-6 * pooled_var)
+    return mean, np.sqrt(var), pooled_mean, np.sqrt(pooled_var)
+
+
+def participant_normalised(pack: PackedFeature, participants: np.ndarray, prior: float,
+                           cache_root: str | os.PathLike, chunk: int = 1024) -> PackedFeature:
+    """A pack whose clips are standardised by their participant's own statistics
+    (`participant_moments`), then put back on the pooled mean and within-person scale, so
+    a model tuned on the raw features needs no new learning rate: what is left is how a
+    person's face or voice moves, not whose it is.
+
+    Written once beside the raw pack (`pnorm-<raw pack>-<hash>`), keyed by the raw pack,
+    the participant labels and `prior`; padding and missing clips stay zeros."""
+    participants = np.asarray(participants, np.int64)
+    if len(participants) != len(pack.ids):
+        raise ValueError(f"{len(participants)} participant labels for the {len(pack.ids)} "
+                         f"clips of {pack.folder}")
+    cache_root = Path(cache_root)
+    key = stable_hash({"participants": participants.tolist(), "prior": prior}, 8)
+    folder = cache_root / f"{NORMALISED_PREFIX}-{pack.folder.name}-{key}"
+    if (folder / "meta.json").is_file():
+        return PackedFeature(folder)
+    mean, std, pooled_mean, pooled_std = participant_moments(pack, participants, prior, chunk)
+    scale = np.vstack([pooled_std / std, np.ones((1, pack.width))])  # row -1: nobody known
+    shift = np.vstack([mean, pooled_mean[None]])
+    with atomic_dir(folder) as tmp:
+        x = np.lib.format.open_memmap(tmp / "x.npy", "w+", np.float16, pack.x.shape)
+        for start in range(0, len(pack.ids), chunk):
+            rows = slice(start, start + chunk)
+            who = participants[rows]
+            raw = np.asarray(pack.x[rows], np.float64)
+            out = pooled_mean + (raw - shift[who][:, None]) * scale[who][:, None]
+            x[rows] = np.where(pack.valid[rows][..., None], out, 0).astype(np.float16)
+        x.flush()
+        del x
+        for name in ("valid.npy", "length.npy", "missing.npy"):
+            shutil.copyfile(pack.folder / name, tmp / name)
+        write_json(tmp / "meta.json", {
+            **pack.meta, "normalised": {"by": "participant", "prior": prior,
+                                        "participants": len(np.unique(participants)),
+                                        "source": pack.folder.name}})
+    raw_prefix = pack.folder.name.rsplit("-", 1)[0]
+    for stale in cache_root.glob(f"{NORMALISED_PREFIX}-{raw_prefix}-*"):
+        if stale != folder and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    return PackedFeature(folder)

@@ -65,6 +65,10 @@ class CacheConfig(Section):
     steps: dict[Role, PositiveInt] = Field(
         default_factory=lambda: {"text": 32, "visual": 32, "audio": 32})
     workers: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
+    # "participant": visual and audio features standardised by each participant's own
+    # statistics (participants as `folds` finds them: unlabelled inputs, test clips too)
+    normalise: Literal["none", "participant"] = "none"
+    normalise_prior: float = Field(5.0, ge=0)  # clips' weight of the pooled statistics
 
     def steps_for(self, role: str) -> int:
         return self.steps.get(role, 32)  # type: ignore[call-overload]
@@ -163,6 +167,9 @@ class TrainConfig(Section):
     # fold itself: optimistic, kept only to measure how much it overstates
     selection: Literal["inner", "fixed", "outer"] = "inner"
     inner_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # the kept weights are the mean of the `average` best epochs' weights (by the selection
+    # rows; with none, the last `average` epochs): snapshot averaging, 1 = the best epoch
+    average: PositiveInt = 1
 
 
 class EndToEndConfig(Section):
@@ -222,6 +229,11 @@ class StackConfig(Section):
     meta_features: list[Literal["lengths", "missing", "transcript_length"]] = Field(
         default_factory=list)  # per-clip context for the LightGBM trees
     ridge_alpha: float = Field(1.0, gt=0)  # the ridge stack, also the LightGBM stack's base
+    ridge_positive: bool = False  # non-negative ridge weights (no member subtracted)
+    # what the stackers see for the test: "fold_models", each fold model's predictions (as
+    # their OOF rows were made: one fold model each), the stackers' outputs averaged; or
+    # "fold_mean", the fold models' mean (smoother inputs than the stackers learnt from)
+    test_inputs: Literal["fold_models", "fold_mean"] = "fold_models"
     # LGBMStacker parameters; `taemi.stacking.check_stack` names an unknown one before
     # any work starts (the config layer sits below the stacker and does not import it)
     lightgbm: dict[str, Any] = Field(default_factory=dict)

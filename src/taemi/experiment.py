@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
-from taemi.cache import PackedFeature, build_packed
+from taemi.cache import PackedFeature, build_packed, participant_normalised
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
@@ -68,11 +68,25 @@ def plan_jobs(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[Job]:
             for s in exp.seeds for f in experiment_folds(cfg, experiment, folds)]
 
 
+NORMALISED_ROLES = ("visual", "audio")  # who is speaking shows there, not in the words
+
+
 def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, PackedFeature]:
-    """The backbone's packs, role -> pack (built by `ensure_cache`; reopened here)."""
-    return {role: build_packed(data, feature, cfg.cache.steps_for(role), cfg.cache.dir,
-                               workers=1)
-            for role, feature in cfg.backbones[backbone].features().items()}
+    """The backbone's packs, role -> pack (built by `ensure_cache`; reopened here), the
+    visual and audio ones standardised per participant under `cache.normalise`."""
+    packs = {role: build_packed(data, feature, cfg.cache.steps_for(role), cfg.cache.dir,
+                                workers=1)
+             for role, feature in cfg.backbones[backbone].features().items()}
+    if cfg.cache.normalise == "participant":
+        from taemi.pipeline import ensure_participants
+
+        participants = ensure_participants(cfg, data)
+        for role in NORMALISED_ROLES:
+            if role in packs:
+                packs[role] = participant_normalised(
+                    packs[role], participants.of(packs[role].ids), cfg.cache.normalise_prior,
+                    cfg.cache.dir)
+    return packs
 
 
 def labels_digest(labels: pd.DataFrame) -> str:
@@ -83,7 +97,7 @@ def labels_digest(labels: pd.DataFrame) -> str:
 # settings added after jobs were trained without them, whose default trains the same model
 # as before: left out of a job's fingerprint while at that default, so a new option never
 # retrains a finished job
-LATER_TRAIN_KEYS = {"compile": False}
+LATER_TRAIN_KEYS = {"compile": False, "average": 1}
 LATER_MODEL_PARAMS = {"head": "sigmoid"}
 
 
@@ -171,7 +185,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     retrain never leaves a finished job pointing at an unfinished model.
     """
     from taemi.models import create_model
-    from taemi.training import fit_fold, predict, seed_everything
+    from taemi.training import SNAPSHOTS, fit_fold, predict, seed_everything
 
     cfg = config_from_dict(cfg_tree)
     data = open_data(cfg)
@@ -220,6 +234,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
                "seconds": outcome.seconds, "ran_on": ran_on()}
     (folder / "done.json").unlink(missing_ok=True)  # from here the old job is gone
     (work / "last.pt").unlink(missing_ok=True)
+    shutil.rmtree(work / SNAPSHOTS, ignore_errors=True)
     for kind in PREDICTIONS:
         (folder / f"{kind}.csv").unlink(missing_ok=True)
     for item in work.iterdir():

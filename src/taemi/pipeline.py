@@ -44,6 +44,11 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
         (name, steps): build_packed(data, name, steps, cfg.cache.dir, cfg.cache.workers)
         for name, steps in cfg.packed_features()
     }
+    if cfg.cache.normalise != "none":  # the derived packs too, before jobs run in parallel
+        from taemi.experiment import open_packs
+
+        for backbone in cfg.backbones:
+            open_packs(cfg, data, backbone)
     if report:
         summary = DataReport(
             features=[p.report for p in packs.values()],

@@ -5,10 +5,14 @@
 The stacker's features are the out-of-fold predictions of the chosen experiments (plus
 optional per-clip meta features). It is trained *nested* on the same folds: for each fold
 a stacker is fitted on the other folds' rows and predicts this fold's rows, so its own
-out-of-fold score is honest; its test prediction is the mean of the fold stackers. Every
+out-of-fold score is honest. A member's OOF row comes from one fold model, so by default
+(`stack.test_inputs: fold_models`) every fold stacker also predicts the test from each fold
+model's test predictions in turn, and the test prediction is the mean of all those: trees
+see the kind of inputs they learnt from, not the smoother fold-model mean. Every
 experiment in a stack must have been trained on the same folds file: a mismatch, or a
 missing OOF row, is an error. Best single model, mean blend, ridge stack and LightGBM
-stack are reported side by side.
+stack are reported side by side. Stack outputs are not clipped: clipping changes Pearson,
+and the submission maps each target into [0, 1] by an increasing affine map instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -56,7 +61,8 @@ class LGBMStacker(BaseEstimator, RegressorMixin):
                  colsample_bytree: float = 0.8, reg_lambda: float = 1.0,
                  early_stopping_rounds: int = 50, inner_fraction: float = 0.2,
                  linear_base: bool = True, linear_alpha: float = 1.0,
-                 linear_columns: int | None = None, random_state: int = 0,
+                 linear_positive: bool = False, linear_columns: int | None = None,
+                 random_state: int = 0,
                  n_jobs: int = 1) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -69,6 +75,7 @@ class LGBMStacker(BaseEstimator, RegressorMixin):
         self.inner_fraction = inner_fraction
         self.linear_base = linear_base
         self.linear_alpha = linear_alpha
+        self.linear_positive = linear_positive
         self.linear_columns = linear_columns
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -83,7 +90,8 @@ class LGBMStacker(BaseEstimator, RegressorMixin):
 
     def _fit_base(self, X: np.ndarray, y: np.ndarray) -> Ridge | DummyRegressor:
         """The boosters' starting point: the ridge stack, or the target means."""
-        base = Ridge(alpha=self.linear_alpha) if self.linear_base else DummyRegressor()
+        base = Ridge(alpha=self.linear_alpha, positive=self.linear_positive) \
+            if self.linear_base else DummyRegressor()
         return base.fit(X[:, :self.linear_columns], y)
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
@@ -117,22 +125,23 @@ class LGBMStacker(BaseEstimator, RegressorMixin):
         X = np.asarray(X, dtype=np.float64)
         base = self.base_.predict(X[:, :self.linear_columns])
         trees = np.column_stack([b.predict(X) for b in self.boosters_])
-        return np.clip(base + trees, 0, 1)
+        return base + trees
 
 
 class RidgeStacker(BaseEstimator, RegressorMixin):
-    """A ridge regression on the level-1 predictions, clipped to [0, 1]."""
+    """A ridge regression on the level-1 predictions; `positive`: no negative weight."""
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, positive: bool = False) -> None:
         self.alpha = alpha
+        self.positive = positive
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
             ) -> RidgeStacker:
-        self.ridge_ = Ridge(alpha=self.alpha).fit(X, y)
+        self.ridge_ = Ridge(alpha=self.alpha, positive=self.positive).fit(X, y)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.clip(self.ridge_.predict(X), 0, 1)
+        return self.ridge_.predict(X)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -147,28 +156,48 @@ class Level1:
     fold: np.ndarray
     oof: np.ndarray  # (N, members, 6)
     test_ids: list[str]
-    test: np.ndarray  # (T, members, 6)
+    test: np.ndarray  # (T, members, 6): the fold models' mean
+    test_by_fold: np.ndarray  # (folds, T, members, 6): each fold model's own
 
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         return self.oof.reshape(len(self.ids), -1), self.test.reshape(len(self.test_ids), -1)
 
+    def fold_features(self) -> list[np.ndarray]:
+        """The test features as each fold's models alone give them."""
+        return [t.reshape(len(self.test_ids), -1) for t in self.test_by_fold]
 
-def _member_dirs(cfg: Config, stack: StackConfig) -> dict[str, object]:
+
+def _members(cfg: Config, stack: StackConfig) -> dict[str, tuple[Path, list[Path]]]:
+    """Each member's folder (its oof.csv and test.csv) and the seed folders it averages."""
     members = {}
     for experiment in stack.experiments:
         exp_dir = cfg.paths.models / experiment
+        if not (exp_dir / "config.json").is_file():
+            raise DataError(f"experiment {experiment!r} has no results in {exp_dir}; "
+                            "run `taemi train` first")
+        saved = read_json(exp_dir / "config.json")["experiments"][experiment]
+        backbones = saved["backbones"] or list(read_json(exp_dir / "config.json")["backbones"])
+        seed_dirs = {b: [exp_dir / b / f"seed{s}" for s in saved["seeds"]] for b in backbones}
         if stack.level == "experiment":
-            members[experiment] = exp_dir
+            members[experiment] = (exp_dir, [d for b in backbones for d in seed_dirs[b]])
         else:
-            saved = read_json(exp_dir / "config.json") if (exp_dir / "config.json").is_file() \
-                else None
-            if saved is None:
-                raise DataError(f"experiment {experiment!r} has no results in {exp_dir}; "
-                                "run `taemi train` first")
-            backbones = saved["experiments"][experiment]["backbones"] or list(saved["backbones"])
             for backbone in backbones:
-                members[f"{experiment}/{backbone}"] = exp_dir / backbone
+                members[f"{experiment}/{backbone}"] = (exp_dir / backbone, seed_dirs[backbone])
     return members
+
+
+def _fold_test(name: str, seed_dirs: list[Path], fold: int, test_ids: list[str]
+               ) -> np.ndarray:
+    """A member's test predictions from its fold-`fold` models alone (mean over seeds)."""
+    parts = []
+    for seed_dir in seed_dirs:
+        path = seed_dir / f"fold{fold}" / "test.csv"
+        if not path.is_file():
+            raise DataError(f"member {name!r} has no test predictions of its fold {fold} "
+                            f"model ({path}); retrain it, or set stack.test_inputs: fold_mean")
+        frame = pd.read_csv(path, dtype={ID_COLUMN: str}).set_index(ID_COLUMN)
+        parts.append(frame.loc[test_ids, list(TARGETS)].to_numpy())
+    return np.mean(parts, axis=0)
 
 
 def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
@@ -177,9 +206,10 @@ def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
     digest = folds_digest(folds)
     cv_rows = folds[folds["fold"] != HOLDOUT].reset_index(drop=True)
     ids = cv_rows[ID_COLUMN].tolist()
-    oof, test = [], []
-    members = _member_dirs(cfg, stack)
-    for name, folder in members.items():
+    fold_numbers = sorted(cv_rows["fold"].unique())
+    oof, test, by_fold = [], [], []
+    members = _members(cfg, stack)
+    for name, (folder, seed_dirs) in members.items():
         experiment = name.split("/")[0]
         cv_path = cfg.paths.models / experiment / "cv.json"
         if not cv_path.is_file():
@@ -204,8 +234,13 @@ def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
         if absent:
             raise DataError(f"{folder / 'test.csv'} lacks test ids, e.g. {absent[:3]}")
         test.append(test_frame.loc[test_ids, list(TARGETS)].to_numpy())
+        if stack.test_inputs == "fold_models":
+            by_fold.append([_fold_test(name, seed_dirs, f, list(test_ids))
+                            for f in fold_numbers])
+    test_by_fold = (np.stack(by_fold, axis=2) if by_fold
+                    else np.stack(test, axis=1)[None])  # (folds, T, members, 6)
     return Level1(list(members), ids, cv_rows["fold"].to_numpy(), np.stack(oof, axis=1),
-                  list(test_ids), np.stack(test, axis=1))
+                  list(test_ids), np.stack(test, axis=1), test_by_fold)
 
 
 def meta_features(data: ChallengeData, packs: dict[str, object], ids: list[str],
@@ -229,17 +264,20 @@ def meta_features(data: ChallengeData, packs: dict[str, object], ids: list[str],
 
 
 def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.ndarray,
-                       fold: np.ndarray, X_test: np.ndarray, groups: np.ndarray,
+                       fold: np.ndarray, X_test: list[np.ndarray], groups: np.ndarray,
                        desc: str = "stack") -> tuple[np.ndarray, np.ndarray]:
-    """OOF predictions of stackers fitted on the other folds; test = mean of the stackers."""
+    """OOF predictions of stackers fitted on the other folds; test = the mean of every
+    stacker's prediction from every test input in `X_test` (`Level1.fold_features`, or
+    one array: the fold models' mean)."""
     oof = np.zeros_like(y, dtype=np.float64)
-    test = np.zeros((len(X_test), y.shape[1]))
+    test = np.zeros((len(X_test[0]), y.shape[1]))
     folds = np.unique(fold)
     for k in progress(folds, desc=desc, unit="fold", leave=False):
         train, held = fold != k, fold == k
         model = make().fit(X[train], y[train], groups=groups[train])
         oof[held] = model.predict(X[held])
-        test += model.predict(X_test) / len(folds)
+        for inputs in X_test:
+            test += model.predict(inputs) / (len(folds) * len(X_test))
     return oof, test
 
 
@@ -259,7 +297,7 @@ def stack_fingerprint(cfg: Config, stack: StackConfig, labels: str = "") -> str:
     included, so a changed default restacks), its members' predictions, the folds and the
     labels (`experiment.labels_digest`)."""
     members = {}
-    for name, folder in _member_dirs(cfg, stack).items():
+    for name, (folder, _) in _members(cfg, stack).items():
         members[name] = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
                          for f in (folder / "oof.csv", folder / "test.csv")]
     lightgbm = LGBMStacker(**stack.lightgbm).get_params()
@@ -283,12 +321,13 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
 
     level1 = load_level1(cfg, stack, folds, data.test_ids)
     y = labels_matrix(data.labels, level1.ids)
-    X, X_test = level1.features()
+    X, X_mean = level1.features()
+    X_test = level1.fold_features() if stack.test_inputs == "fold_models" else [X_mean]
     n_predictions = X.shape[1]  # meta features go after them, for the trees only
     if stack.meta_features:
         X = np.hstack([X, meta_features(data, packs or {}, level1.ids, stack.meta_features)])
-        X_test = np.hstack([X_test, meta_features(data, packs or {}, level1.test_ids,
-                                                  stack.meta_features)])
+        test_meta = meta_features(data, packs or {}, level1.test_ids, stack.meta_features)
+        X_test = [np.hstack([inputs, test_meta]) for inputs in X_test]
     # the stackers' own early-stopping split keeps the folds' groups whole
     groups = (folds.set_index(ID_COLUMN).loc[level1.ids, "group"].to_numpy()
               if "group" in folds.columns else label_groups(y))
@@ -299,11 +338,11 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     candidates["best single"] = (level1.oof[:, i_best], level1.test[:, i_best])
     candidates["mean blend"] = (level1.oof.mean(axis=1), level1.test.mean(axis=1))
     candidates["ridge stack"] = nested_predictions(
-        lambda: RidgeStacker(stack.ridge_alpha), X[:, :n_predictions], y, level1.fold,
-        X_test[:, :n_predictions], groups, "ridge")
+        lambda: RidgeStacker(stack.ridge_alpha, stack.ridge_positive), X[:, :n_predictions],
+        y, level1.fold, [inputs[:, :n_predictions] for inputs in X_test], groups, "ridge")
     # the LightGBM stack starts from the ridge stack and boosts what it misses
     lightgbm = {"linear_columns": n_predictions, "linear_alpha": stack.ridge_alpha,
-                **stack.lightgbm}
+                "linear_positive": stack.ridge_positive, **stack.lightgbm}
     candidates["lightgbm stack"] = nested_predictions(
         lambda: LGBMStacker(**lightgbm), X, y, level1.fold, X_test, groups, "lightgbm")
 

@@ -33,6 +33,7 @@ from taemi.models.layers import has_gate_head, take_gate_logits
 from taemi.progress import progress
 
 EpochCallback = Callable[[int, float], None]
+SNAPSHOTS = "snapshots"  # the work folder's weights of the epochs `train.average` keeps
 
 
 class TrainingDiverged(RuntimeError):
@@ -158,6 +159,28 @@ class FoldOutcome:
     history: list[dict] = field(default_factory=list)
 
 
+def keep_snapshot(judge: nn.Module, folder: Path, state: dict, epoch: int, score: float,
+                  k: int) -> None:
+    """Keep this epoch's weights if they are among the `k` best so far (`state["kept"]`,
+    [score, epoch] pairs, saved with the rest of the state so a resumed run agrees)."""
+    kept = sorted([*state["kept"], [score, epoch]], key=lambda pair: (-pair[0], -pair[1]))
+    if [score, epoch] in kept[:k]:
+        folder.mkdir(exist_ok=True)
+        with atomic_path(folder / f"epoch{epoch}.pt") as tmp:
+            torch.save(judge.state_dict(), tmp)
+    for _, dropped in kept[k:]:
+        (folder / f"epoch{dropped}.pt").unlink(missing_ok=True)
+    state["kept"] = kept[:k]
+
+
+def average_snapshots(folder: Path, kept: list, device: torch.device) -> dict[str, Tensor]:
+    """The mean of the kept epochs' weights (integer buffers from the best of them)."""
+    states = [torch.load(folder / f"epoch{epoch}.pt", map_location=device, weights_only=True)
+              for _, epoch in kept]
+    return {name: torch.stack([s[name] for s in states]).mean(dim=0)
+            if value.is_floating_point() else value for name, value in states[0].items()}
+
+
 def fit_fold(
     model: nn.Module,
     inputs: ClipInputs,
@@ -178,7 +201,8 @@ def fit_fold(
     `val_index` are the selection rows: the epoch with the best mean Pearson on them is
     kept and training stops after `cfg.patience` epochs without a better one. They must
     not be rows the model is then scored on (`taemi.folds.selection_split`). With no
-    selection rows every epoch runs and the last weights are kept.
+    selection rows every epoch runs and the last weights are kept. With `cfg.average` k > 1
+    the kept weights are the mean of the k best epochs' (the last k without selection rows).
     `on_epoch(epoch, val_mean_pearson)` is called after every epoch (Optuna's pruner
     raises from it). State is saved after every epoch to `workdir/last.pt`; a `last.pt`
     with the same `fingerprint` is resumed, anything else starts afresh. A loss or score
@@ -210,7 +234,7 @@ def fit_fold(
     forward = torch.compile(model) if cfg.compile else model
 
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
-             "history": [], "seconds": 0.0}
+             "history": [], "seconds": 0.0, "kept": []}
     last = workdir / "last.pt"
     if last.is_file():
         saved = torch.load(last, map_location=device, weights_only=True)
@@ -224,7 +248,7 @@ def fit_fold(
             torch.set_rng_state(saved["rng"])
             if device.type == "cuda" and saved.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(saved["cuda_rng"])
-            state = saved["state"]
+            state = {"kept": [], **saved["state"]}
 
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
@@ -283,6 +307,9 @@ def fit_fold(
                 torch.save(judge.state_dict(), tmp)
         else:
             state["bad_epochs"] += 1
+        if cfg.average > 1:
+            keep_snapshot(judge, workdir / SNAPSHOTS, state, epoch + 1,
+                          scores["mean"] if len(val_index) else float(epoch), cfg.average)
         state["epoch"] = epoch + 1
         write_csv(workdir / "metrics.csv", pd.DataFrame(state["history"]))
         with atomic_path(last) as tmp:
@@ -297,6 +324,9 @@ def fit_fold(
         if on_epoch is not None:
             on_epoch(epoch, scores["mean"])
 
+    if cfg.average > 1:
+        with atomic_path(workdir / "model.pt") as tmp:
+            torch.save(average_snapshots(workdir / SNAPSHOTS, state["kept"], device), tmp)
     model.load_state_dict(torch.load(workdir / "model.pt", map_location=device,
                                      weights_only=True))
     return FoldOutcome(best_epoch=state["best_epoch"], best_score=state["best_score"],
