@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY
 from taemi.artifacts import read_json
 from taemi.data import TARGETS, ChallengeData, load_feature
-from taemi.synth import generate
+from taemi.synth import SynthParams, generate, make_plan, make_world
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -87,3 +87,28 @@ def test_same_seed_same_bytes_and_no_silent_replacement(tmp_path: Path,
     other = tmp_path / "other"
     generate(other, replace(TINY, seed=4))
     assert _digest(other)["train_split.csv"] != _digest(tiny_root)["train_split.csv"]
+
+
+def _word_signal(params: SynthParams) -> float:
+    """Mean over targets of the Pearson r between a clip's share of words that are
+    emotional for a target and its label for that target (clips with speech)."""
+    plan, labels, _, transcripts = make_plan(params)
+    loadings = make_world(params).word_loadings > 0
+    spoken = [i for i, words in enumerate(transcripts) if words]
+    share = np.array([loadings[transcripts[i]].mean(axis=0) for i in spoken])
+    return float(np.mean([np.corrcoef(share[:, k], labels[spoken, k])[0, 1]
+                          for k in range(labels.shape[1])]))
+
+
+def test_text_meaning_puts_the_clips_own_intensities_in_its_words() -> None:
+    base = SynthParams(scale=0.05, seed=3)
+    meaning = SynthParams(scale=0.05, seed=3, text_meaning=0.8)
+    assert "text_meaning" not in base.identity()  # data made before the knob keeps its id
+    assert meaning.identity()["text_meaning"] == 0.8
+    plan0, labels0, _, words0 = make_plan(base)
+    plan8, labels8, _, words8 = make_plan(meaning)
+    np.testing.assert_array_equal(labels0, labels8)  # only the words change
+    assert [len(w) for w in words0] == [len(w) for w in words8] and words0 != words8
+    assert _word_signal(meaning) > _word_signal(base) + 0.1
+    with pytest.raises(ValueError, match="text_meaning must lie in"):
+        SynthParams(text_meaning=1.5)

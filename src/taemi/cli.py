@@ -47,7 +47,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from taemi.synth import SynthParams, generate
 
     params = SynthParams(scale=args.scale, seed=args.seed, dtype=args.dtype,
-                         seed_videos=args.seed_videos, workers=args.workers)
+                         seed_videos=args.seed_videos, text_meaning=args.text_meaning,
+                         workers=args.workers)
     summary = generate(args.root, params, force=args.force)
     clips = summary["clips"]
     print(f"{args.root}: {clips['train']:,} train / {clips['valid']:,} valid / "
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-videos", choices=("shared", "disjoint"), default="shared",
                    help="shared: test clips mimic the labelled clips' seed videos (default); "
                         "disjoint: each seed video in one split")
+    p.add_argument("--text-meaning", type=float, default=0.0,
+                   help="0-1: how much a clip's own words say about its own intensities "
+                        "(0: the words name the seed video only)")
     p.add_argument("--force", action="store_true",
                    help="replace generated data made with other parameters (never any other "
                         "folder)")

@@ -58,6 +58,9 @@ class SynthConfig(Section):
     # "shared": test clips mimic seed videos that labelled clips mimic too (what the
     # published valid-to-test jumps suggest); "disjoint": each seed video in one split
     seed_videos: Literal["shared", "disjoint"] = "shared"
+    # how much a clip's own words say about its own intensities (0: they name the seed
+    # video only; `taemi.synth`)
+    text_meaning: float = Field(0.0, ge=0, le=1)
 
 
 class CacheConfig(Section):

@@ -32,6 +32,7 @@ def ensure_data(cfg: Config) -> ChallengeData:
         s = cfg.synth
         generate(cfg.data.root, SynthParams(scale=s.scale, seed=s.seed, dtype=s.dtype,
                                             seed_videos=s.seed_videos,
+                                            text_meaning=s.text_meaning,
                                             workers=cfg.cache.workers))
     return open_data(cfg)
 

@@ -18,7 +18,11 @@ assumes:
 * the visual (6.4 steps/s, 384-d) and audio (50 steps/s, 768-d) streams carry the clip's
   expressed emotion inside that time window only, on top of a per-clip nuisance that
   overlaps the emotion directions (so contrast in time pays), with transient corruption;
-* missing modalities, NaNs, 1-D arrays and heavy-tailed lengths at realistic rates.
+* missing modalities, NaNs, 1-D arrays and heavy-tailed lengths at realistic rates;
+* `text_meaning` (0 by default) sets how much a clip's own words say about its own
+  intensities: at p, each word of the script is, with probability p, replaced by the
+  speaker's own word: for a random target, an emotional word of it with probability the
+  clip's expressed intensity, else a neutral one. At 0 words name only the seed video.
 
 The oracle score is the test mean Pearson of a ridge regression that sees the noise-free
 latent (the expressed emotion and the script's emotion); every report quotes it as the
@@ -74,6 +78,7 @@ class SynthParams:
     p_nan: float = 0.004
     p_one_d: float = 0.002
     seed_videos: str = "shared"  # "shared" across splits, or "disjoint": one split each
+    text_meaning: float = 0.0  # how much a clip's own words say about its own intensities
     dtype: str = "float16"
     extra_features: tuple[str, ...] = ("logmel",)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1, compare=False)
@@ -81,6 +86,8 @@ class SynthParams:
     def __post_init__(self) -> None:
         if self.seed_videos not in SEED_VIDEOS:
             raise ValueError(f"seed_videos must be one of {SEED_VIDEOS}, got {self.seed_videos!r}")
+        if not 0 <= self.text_meaning <= 1:
+            raise ValueError(f"text_meaning must lie in [0, 1], got {self.text_meaning}")
 
     def splits(self) -> tuple[int, int, int]:
         return tuple(max(4, round(n * self.scale)) for n in REAL_SPLITS)  # type: ignore[return-value]
@@ -91,6 +98,8 @@ class SynthParams:
         out.pop("workers")
         out["extra_features"] = list(self.extra_features)
         out["version"] = SYNTH_VERSION
+        if not self.text_meaning:  # added later: data made before it keeps its identity
+            out.pop("text_meaning")
         return out
 
 
@@ -207,6 +216,26 @@ def _onset(world: World, tokens: list[int], rng: np.random.Generator) -> float:
     return float(rng.uniform(0.2, 0.8))
 
 
+def _own_words(rng: np.random.Generator, world: World, tokens: list[int],
+               expressed: np.ndarray, p: float) -> list[int]:
+    """The script's words, each replaced with probability `p` by the speaker's own: an
+    emotional word of a random target with probability its expressed intensity, else a
+    neutral word (`SynthParams.text_meaning`)."""
+    emotional = world.word_loadings > 0
+    neutral = np.flatnonzero(~emotional.any(axis=1))
+    out = []
+    for token in tokens:
+        if rng.random() >= p:
+            out.append(token)
+            continue
+        k = rng.integers(N_TARGETS)
+        if rng.random() < np.clip(expressed[k], 0, 1):
+            out.append(int(rng.choice(np.flatnonzero(emotional[:, k]))))
+        else:
+            out.append(int(rng.choice(neutral)))
+    return out
+
+
 def _within_home(rng: np.random.Generator, split_of: np.ndarray, n_items: int,
                  sizes: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Give each item (seed video, participant) one home split, in proportion to the
@@ -263,6 +292,10 @@ def make_plan(params: SynthParams) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
         words = [] if no_speech[i] else [t for t in scripts[seed_of[i]] if rng.random() > 0.1]
         transcripts.append(words)
     one_d = rng.random(n) < params.p_one_d
+    if params.text_meaning > 0:  # a stream of its own: at 0 the bytes are as before
+        text_rng = np.random.default_rng([params.seed, 3])
+        transcripts = [_own_words(text_rng, world, words, expressed[i], params.text_meaning)
+                       for i, words in enumerate(transcripts)]
 
     ids = [f"{i:05d}" for i in range(n)]
     split = np.array(["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test)
