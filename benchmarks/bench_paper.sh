@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAEMI=${TAEMI:-.venv/bin/taemi}
-experiments=${*:-paper-taemi-paper paper-taemi-paper-gate paper-taemi-paper-proj paper-taemi \
-paper-taemi-gate paper-taemi-paper-proj-gate paper-fusion paper-audio paper-audio-gate \
+experiments=${*:-paper-taemi-paper paper-taemi-paper-gate paper-taemi paper-taemi-gate paper-fusion \
+paper-audio paper-taemi-paper-proj paper-taemi-paper-proj-gate paper-audio-gate \
 paper-taemi-paper-lr1e-3 paper-taemi-paper-proj-lr1e-3}
 for seeds in "[0]" ""; do
   for name in $experiments; do

@@ -92,7 +92,7 @@ def test_same_seed_same_bytes_and_no_silent_replacement(tmp_path: Path,
 def _word_signal(params: SynthParams) -> float:
     """Mean over targets of the Pearson r between a clip's share of words that are
     emotional for a target and its label for that target (clips with speech)."""
-    plan, labels, _, transcripts = make_plan(params)
+    _, labels, _, transcripts = make_plan(params)
     loadings = make_world(params).word_loadings > 0
     spoken = [i for i, words in enumerate(transcripts) if words]
     share = np.array([loadings[transcripts[i]].mean(axis=0) for i in spoken])
@@ -105,8 +105,8 @@ def test_text_meaning_puts_the_clips_own_intensities_in_its_words() -> None:
     meaning = SynthParams(scale=0.05, seed=3, text_meaning=0.8)
     assert "text_meaning" not in base.identity()  # data made before the knob keeps its id
     assert meaning.identity()["text_meaning"] == 0.8
-    plan0, labels0, _, words0 = make_plan(base)
-    plan8, labels8, _, words8 = make_plan(meaning)
+    _, labels0, _, words0 = make_plan(base)
+    _, labels8, _, words8 = make_plan(meaning)
     np.testing.assert_array_equal(labels0, labels8)  # only the words change
     assert [len(w) for w in words0] == [len(w) for w in words8] and words0 != words8
     assert _word_signal(meaning) > _word_signal(base) + 0.1

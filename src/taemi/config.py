@@ -68,10 +68,9 @@ class CacheConfig(Section):
     steps: dict[Role, PositiveInt] = Field(
         default_factory=lambda: {"text": 32, "visual": 32, "audio": 32})
     workers: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
-    # "participant": visual and audio features standardised by each participant's own
-    # statistics (participants as `folds` finds them: unlabelled inputs, test clips too)
-    normalise: Literal["none", "participant"] = "none"
-    normalise_prior: float = Field(5.0, ge=0)  # clips' weight of the pooled statistics
+    # a backbone's `normalise: participant` shrinks each participant's statistics toward
+    # the pooled ones by this many clips' weight (`taemi.cache.participant_moments`)
+    normalise_prior: float = Field(5.0, ge=0)
 
     def steps_for(self, role: str) -> int:
         return self.steps.get(role, 32)  # type: ignore[call-overload]
@@ -99,6 +98,9 @@ class Backbone(Section):
     text: str | None = "text"
     visual: str | None = "vit"
     audio: str | None = "wav2vec2"
+    # "participant": the visual and audio packs standardised by each participant's own
+    # statistics (participants as `folds` finds them: unlabelled inputs, test clips too)
+    normalise: Literal["none", "participant"] = "none"
 
     def features(self) -> dict[str, str]:
         return {r: getattr(self, r) for r in ROLES if getattr(self, r)}

@@ -73,11 +73,11 @@ NORMALISED_ROLES = ("visual", "audio")  # who is speaking shows there, not in th
 
 def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, PackedFeature]:
     """The backbone's packs, role -> pack (built by `ensure_cache`; reopened here), the
-    visual and audio ones standardised per participant under `cache.normalise`."""
+    visual and audio ones standardised per participant under its `normalise`."""
     packs = {role: build_packed(data, feature, cfg.cache.steps_for(role), cfg.cache.dir,
                                 workers=1)
              for role, feature in cfg.backbones[backbone].features().items()}
-    if cfg.cache.normalise == "participant":
+    if cfg.backbones[backbone].normalise == "participant":
         from taemi.pipeline import ensure_participants
 
         participants = ensure_participants(cfg, data)

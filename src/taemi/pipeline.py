@@ -45,10 +45,10 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
         (name, steps): build_packed(data, name, steps, cfg.cache.dir, cfg.cache.workers)
         for name, steps in cfg.packed_features()
     }
-    if cfg.cache.normalise != "none":  # the derived packs too, before jobs run in parallel
-        from taemi.experiment import open_packs
+    for backbone, spec in cfg.backbones.items():  # derived packs before jobs run in parallel
+        if spec.normalise != "none":
+            from taemi.experiment import open_packs
 
-        for backbone in cfg.backbones:
             open_packs(cfg, data, backbone)
     if report:
         summary = DataReport(
