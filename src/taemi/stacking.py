@@ -175,9 +175,10 @@ def _members(cfg: Config, stack: StackConfig) -> dict[str, tuple[Path, list[Path
         if not (exp_dir / "config.json").is_file():
             raise DataError(f"experiment {experiment!r} has no results in {exp_dir}; "
                             "run `taemi train` first")
-        saved = read_json(exp_dir / "config.json")["experiments"][experiment]
-        backbones = saved["backbones"] or list(read_json(exp_dir / "config.json")["backbones"])
-        seed_dirs = {b: [exp_dir / b / f"seed{s}" for s in saved["seeds"]] for b in backbones}
+        saved = read_json(exp_dir / "config.json")
+        trained = saved["experiments"][experiment]
+        backbones = trained["backbones"] or list(saved["backbones"])
+        seed_dirs = {b: [exp_dir / b / f"seed{s}" for s in trained["seeds"]] for b in backbones}
         if stack.level == "experiment":
             members[experiment] = (exp_dir, [d for b in backbones for d in seed_dirs[b]])
         else:
