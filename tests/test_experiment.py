@@ -120,15 +120,16 @@ def test_validation_kept_as_holdout(tiny_root: Path, tmp_path: Path) -> None:
 
 def test_participant_normalised_cache_trains_its_own_jobs(tiny_root: Path, tmp_path: Path
                                                           ) -> None:
-    """A backbone with `normalise: participant` gets visual and audio packs standardised
-    per participant (the text pack stays raw) and so jobs of their own."""
+    """A backbone with `normalise: participant` (the default) gets visual and audio packs
+    standardised per participant (the text pack stays raw) and so jobs of their own;
+    `normalise: none` reads the raw packs."""
     from taemi.experiment import open_packs
     from taemi.pipeline import ensure_cache
 
-    cfg = grid_config(tiny_root, tmp_path, epochs=1)
-    normalised = cfg.model_copy(update={"backbones": {"vit-w2v": cfg.backbones["vit-w2v"]
-                                                      .model_copy(update={"normalise":
-                                                                          "participant"})}})
+    normalised = grid_config(tiny_root, tmp_path, epochs=1)
+    assert normalised.backbones["vit-w2v"].normalise == "participant"
+    cfg = normalised.model_copy(update={"backbones": {"vit-w2v": normalised.backbones[
+        "vit-w2v"].model_copy(update={"normalise": "none"})}})
     data = open_data(cfg)
     ensure_cache(normalised, data, report=False)
     raw, packs = open_packs(cfg, data, "vit-w2v"), open_packs(normalised, data, "vit-w2v")
