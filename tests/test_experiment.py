@@ -141,3 +141,17 @@ def test_participant_normalised_cache_trains_its_own_jobs(tiny_root: Path, tmp_p
                                                         .model_copy(update={"seeds": [0]})}})
     cv = train_experiments(one)["t"]
     assert np.isfinite(cv["overall"]["mean"])
+
+
+def test_few_clip_participants_are_flagged() -> None:
+    """Test clips of people with few clips get weak normalisation statistics: the note
+    says so when they are many, and stays quiet otherwise."""
+    from taemi.participants import Participants
+    from taemi.pipeline import few_clip_note
+
+    ids = [f"{i:05d}" for i in range(60)]
+    many = Participants(ids, np.repeat(np.arange(3), 20), "inferred")
+    assert few_clip_note(many, ids[40:]) is None
+    labels = np.concatenate([np.repeat([0, 1], 20), np.arange(2, 22)])  # 20 singletons
+    note = few_clip_note(Participants(ids, labels, "inferred"), ids[30:])
+    assert note is not None and "67% of the test clips" in note and "normalise: none" in note
