@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_levers import scores
 
 from taemi.config import load_config
 from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
@@ -24,23 +25,26 @@ from taemi.metrics import score_table
 OUT = Path("benchmarks/results")
 
 
-def seed_scores(folder: Path, backbone: str, seeds: list[int], data) -> list[dict]:
-    """Each seed's OOF and held-out test mean Pearson (test: its fold models' mean)."""
+def seed_scores(folder: Path, backbone: str, seeds: list[int], data) -> tuple[list, str]:
+    """Each seed's CV, test single and test, over all 5 folds where some seed has them
+    (those seeds only), else over fold 0 (the rows of an earlier round)."""
+    complete = [s for s in seeds if scores(folder.name, backbone, [s], data) is not None]
+    if complete:
+        return [{"seed": s, **scores(folder.name, backbone, [s], data)} for s in complete], \
+            "5 folds"
     rows = []
     for seed in seeds:
-        seed_dir = folder / backbone / f"seed{seed}"
-        if not (seed_dir / "oof.csv").is_file():
+        fold = folder / backbone / f"seed{seed}" / "fold0"
+        if not (fold / "done.json").is_file():
             continue
-        oof = pd.read_csv(seed_dir / "oof.csv", dtype={ID_COLUMN: str})
-        test = pd.read_csv(seed_dir / "test.csv", dtype={ID_COLUMN: str})
-        rows.append({
-            "seed": seed,
-            "cv": score_table(labels_matrix(data.labels, oof[ID_COLUMN]),
-                              oof[list(TARGETS)].to_numpy())["mean"],
-            "test": score_table(labels_matrix(data.test_labels, test[ID_COLUMN]),
-                                test[list(TARGETS)].to_numpy())["mean"],
-        })
-    return rows
+        oof = pd.read_csv(fold / "oof.csv", dtype={ID_COLUMN: str})
+        test = pd.read_csv(fold / "test.csv", dtype={ID_COLUMN: str})
+        test_score = score_table(labels_matrix(data.test_labels, test[ID_COLUMN]),
+                                 test[list(TARGETS)].to_numpy())["mean"]
+        rows.append({"seed": seed, "cv": score_table(
+            labels_matrix(data.labels, oof[ID_COLUMN]), oof[list(TARGETS)].to_numpy())["mean"],
+            "test_single": test_score, "test": test_score})
+    return rows, "fold 0"
 
 
 def main() -> None:
@@ -50,27 +54,29 @@ def main() -> None:
     cfg = load_config(args.config)
     data = open_data(cfg)
     summary, lines = {}, [
-        "| experiment | model | head | seeds | cv per seed | cv (seeds averaged) | "
-        "test per seed | test single | test mean (seeds averaged) |",
-        "| --- | --- | --- | ---: | --- | ---: | --- | ---: | ---: |"]
+        "| experiment | model | head | folds | seeds | cv per seed | test single per seed | "
+        "test per seed | cv, seeds averaged | test, seeds averaged |",
+        "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | ---: |"]
     for name, exp in cfg.experiments.items():
         folder = cfg.paths.models / name
-        if not (folder / "cv.json").is_file():
+        backbone = cfg.backbones_for(name)[0]
+        seeds, folds = seed_scores(folder, backbone, sorted({*exp.seeds, 0, 1, 2}), data)
+        if not seeds:
             continue
-        cv = json.loads((folder / "cv.json").read_text())
-        seeds = seed_scores(folder, cfg.backbones_for(name)[0], exp.seeds, data)
+        both = scores(name, backbone, [s["seed"] for s in seeds], data) \
+            if folds == "5 folds" else None
         params = exp.model.params()
-        row = {"model": exp.model.name, "params": params, "seeds": [s["seed"] for s in seeds],
-               "cv_per_seed": [s["cv"] for s in seeds], "test_per_seed": [s["test"] for s in seeds],
-               "cv": cv["overall"]["mean"], "test_single": cv["heldout_test_single"],
-               "test_mean": cv["heldout_test"]["mean"], "folds": cv["folds"]}
+        row = {"model": exp.model.name, "params": params, "folds": folds,
+               "seeds": [s["seed"] for s in seeds], "per_seed": seeds,
+               "cv": both["cv"] if both else float(np.mean([s["cv"] for s in seeds])),
+               "test": both["test"] if both else float(np.mean([s["test"] for s in seeds]))}
         summary[name] = row
         model = exp.model.name + (" +projection" if params.get("projection") else "")
-        lines.append(
-            f"| {name} | {model} | {params.get('head', 'sigmoid')} | {len(seeds)} | "
-            + ", ".join(f"{v:.3f}" for v in row["cv_per_seed"])
-            + f" | {row['cv']:.3f} | " + ", ".join(f"{v:.3f}" for v in row["test_per_seed"])
-            + f" | {row['test_single']:.3f} | {row['test_mean']:.3f} |")
+        cells = [", ".join(f"{v[key]:.3f}" for v in seeds)
+                 for key in ("cv", "test_single", "test")]
+        lines.append(f"| {name} | {model} | {params.get('head', 'sigmoid')} | {folds} | "
+                     f"{len(seeds)} | " + " | ".join(cells) +
+                     f" | {row['cv']:.3f} | {row['test']:.3f} |")
     robust = {}
     for name in ("paper-taemi-paper", "paper-taemi"):
         source = cfg.paths.models / name / "robustness.csv"
