@@ -247,6 +247,7 @@ def test_the_gpu_recipe_runs_on_the_cpu_with_tiny_encoders(raw_root, encoders, t
         f"cache.dir={tmp_path / 'cache'}", "cache.workers=1",
         "cache.steps={text: 4, visual: 4, audio: 6}",
         f"folds.path={tmp_path / 'folds.csv'}", "folds.n_splits=2", "folds.group_by=none",
+        "folds.identity_features=[vit]",  # these clips have no wav2vec2 folder
         "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.threads=1",
         "train.device=cpu", "train.selection=fixed", f"paths.models={tmp_path / 'models'}",
         f"{exp}.model.d_model=16", f"{exp}.model.heads=2", f"{exp}.folds=[0]",
