@@ -55,9 +55,8 @@ def scores(experiment: str, backbone: str, seeds: list[int], data) -> dict | Non
     """CV, test single, test (fold mean) and job seconds of the seeds' mean predictions."""
     seed_dirs = [MODELS / experiment / backbone / f"seed{s}" for s in seeds]
     folds = sorted({p.parent.name for d in seed_dirs for p in d.glob("fold*/done.json")})
-    if not folds or any(not (d / f / "done.json").is_file() for d in seed_dirs for f in folds):
-        return None
-    if len(folds) < 5:
+    if len(folds) < 5 or any(not (d / f / "done.json").is_file()
+                             for d in seed_dirs for f in folds):
         return None
     oof = sum(read(d / "oof.csv")[list(TARGETS)] for d in seed_dirs) / len(seed_dirs)
     test = sum(read(d / "test.csv")[list(TARGETS)] for d in seed_dirs) / len(seed_dirs)
