@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TAEMI=${TAEMI:-.venv/bin/taemi}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-$TAEMI synth data/full-text1 --scale 1.0 --seed 0 --text-meaning 1.0
+$TAEMI synth data/full-text1 --scale 1.0 --seed 0 --text-meaning 1.0 --force
 for name in tx-text tx-taemi tx-audio tx-fusion; do
   echo "== $name $(date +%T)"
   /usr/bin/time -f "$name: %e s wall, %M KB peak" $TAEMI train configs/text.yaml -q -e "$name"

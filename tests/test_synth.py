@@ -104,11 +104,14 @@ def test_text_meaning_puts_the_clips_own_intensities_in_its_words() -> None:
     base = SynthParams(scale=0.05, seed=3)
     meaning = SynthParams(scale=0.05, seed=3, text_meaning=0.8)
     assert "text_meaning" not in base.identity()  # data made before the knob keeps its id
-    assert meaning.identity()["text_meaning"] == 0.8
+    assert meaning.identity()["text_meaning"] == 0.8 and "own_words" in meaning.identity()
     _, labels0, _, words0 = make_plan(base)
     _, labels8, _, words8 = make_plan(meaning)
     np.testing.assert_array_equal(labels0, labels8)  # only the words change
-    assert [len(w) for w in words0] == [len(w) for w in words8] and words0 != words8
+    # the script is kept and the speaker's own words follow it; silent clips stay silent
+    assert all(w8[:len(w0)] == w0 for w0, w8 in zip(words0, words8, strict=True))
+    assert all(not w8 for w0, w8 in zip(words0, words8, strict=True) if not w0)
+    assert sum(map(len, words8)) > sum(map(len, words0))
     assert _word_signal(meaning) > _word_signal(base) + 0.1
     with pytest.raises(ValueError, match="text_meaning must lie in"):
         SynthParams(text_meaning=1.5)

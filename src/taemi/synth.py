@@ -20,9 +20,9 @@ assumes:
   overlaps the emotion directions (so contrast in time pays), with transient corruption;
 * missing modalities, NaNs, 1-D arrays and heavy-tailed lengths at realistic rates;
 * `text_meaning` (0 by default) sets how much a clip's own words say about its own
-  intensities: at p, each word of the script is, with probability p, replaced by the
-  speaker's own word: for a random target, an emotional word of it with probability the
-  clip's expressed intensity, else a neutral one. At 0 words name only the seed video.
+  intensities: the speaker keeps the script and adds up to 12 words of their own, each
+  with probability p; each names a random target, an emotional word of it with probability
+  the clip's expressed intensity, else a neutral one. At 0 words name only the seed video.
 
 The oracle score is the test mean Pearson of a ridge regression that sees the noise-free
 latent (the expressed emotion and the script's emotion); every report quotes it as the
@@ -50,6 +50,7 @@ REAL_SPLITS = (8072, 4588, 4586)  # train, valid, test clips in Hume-Vidmimic2
 N_TARGETS = len(TARGETS)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 SEED_VIDEOS = ("shared", "disjoint")
+OWN_WORDS = 12  # most words a speaker adds to the script at text_meaning 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ class SynthParams:
         out.pop("workers")
         out["extra_features"] = list(self.extra_features)
         out["version"] = SYNTH_VERSION
-        if not self.text_meaning:  # added later: data made before it keeps its identity
+        if self.text_meaning:  # added later: data made before it keeps its identity
+            out["own_words"] = OWN_WORDS
+        else:
             out.pop("text_meaning")
         return out
 
@@ -218,22 +221,22 @@ def _onset(world: World, tokens: list[int], rng: np.random.Generator) -> float:
 
 def _own_words(rng: np.random.Generator, world: World, tokens: list[int],
                expressed: np.ndarray, p: float) -> list[int]:
-    """The script's words, each replaced with probability `p` by the speaker's own: an
-    emotional word of a random target with probability its expressed intensity, else a
-    neutral word (`SynthParams.text_meaning`)."""
+    """The script's words, then the speaker's own: `OWN_WORDS` slots, each spoken with
+    probability `p`, each naming a random target, an emotional word of it with probability
+    the clip's expressed intensity, else a neutral word (`SynthParams.text_meaning`).
+    A clip without speech stays silent."""
+    if not tokens:
+        return tokens
     emotional = world.word_loadings > 0
     neutral = np.flatnonzero(~emotional.any(axis=1))
-    out = []
-    for token in tokens:
-        if rng.random() >= p:
-            out.append(token)
-            continue
+    own = []
+    for _ in range(rng.binomial(OWN_WORDS, p)):
         k = rng.integers(N_TARGETS)
         if rng.random() < np.clip(expressed[k], 0, 1):
-            out.append(int(rng.choice(np.flatnonzero(emotional[:, k]))))
+            own.append(int(rng.choice(np.flatnonzero(emotional[:, k]))))
         else:
-            out.append(int(rng.choice(neutral)))
-    return out
+            own.append(int(rng.choice(neutral)))
+    return tokens + own
 
 
 def _within_home(rng: np.random.Generator, split_of: np.ndarray, n_items: int,
