@@ -126,7 +126,7 @@ def run_config_tree(work: Path) -> dict:
         "train": {"epochs": 2, "batch_size": 32, "threads": 1},
         "experiments": {"tiny-taemi": {"model": MODEL},
                         "tiny-audio": {"model": {"name": "linear_audio"},
-                                       "backbones": ["vit-w2v"]}},
+                                       "backbones": ["vit-w2v"], "robustness": False}},
         "tune": {"experiment": "tiny-taemi", "n_trials": 2, "folds": [0],
                  "dir": str(work / "tune"), "backbone": "vit-w2v"},
         "stack": {"name": "tiny-stack", "experiments": ["tiny-taemi", "tiny-audio"],

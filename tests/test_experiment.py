@@ -13,6 +13,7 @@ import pytest
 
 from conftest import MODEL, grid_config, tiny_config
 from taemi.artifacts import atomic_path, read_json, write_json
+from taemi.config import ExperimentConfig
 from taemi.data import TARGETS
 from taemi.experiment import plan_jobs
 from taemi.folds import read_folds
@@ -60,6 +61,21 @@ def test_finished_jobs_are_skipped(grid) -> None:
     jobs = {k: v for k, v in after.items() if "/fold" in k}
     assert jobs == {k: before[k] for k in jobs}  # no job file was rewritten
     assert again["overall"] == cv["overall"]
+
+
+def test_jobs_in_parallel_processes_give_the_same_predictions(grid, tmp_path: Path) -> None:
+    """`workers: 2` runs two fold jobs at once in spawned processes: bitwise the sequential
+    grid's predictions; a failing job is raised with its cause, the finished ones kept."""
+    cfg, _ = grid
+    parallel = cfg.model_copy(update={"workers": 2, "paths": cfg.paths.model_copy(
+        update={"models": tmp_path / "models"})})
+    train_experiments(parallel)
+    for name in ("oof.csv", "test.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(cfg.paths.models / "t" / name),
+                                      pd.read_csv(tmp_path / "models" / "t" / name))
+    bad = ExperimentConfig(model={**MODEL, "d_model": 15})  # 2 heads: fails in the worker
+    with pytest.raises(AssertionError, match="divisible"):
+        train_experiments(parallel.model_copy(update={"experiments": {"bad": bad}}))
 
 
 def test_a_lost_job_is_redone_alone_and_a_change_retrains(grid, tiny_root: Path,

@@ -31,6 +31,7 @@ def test_run_makes_every_artifact(demo_run) -> None:
     report = results["report"].read_text()
     assert "per_target.png" in report and "robustness_tiny-taemi.png" in report
     assert (work / "models" / "tiny-taemi" / "robustness.csv").is_file()
+    assert not (work / "models" / "tiny-audio" / "robustness.csv").exists()  # switched off
 
 
 def test_rerun_skips_what_is_current_and_redoes_what_is_lost(demo_run, capsys) -> None:

@@ -212,6 +212,20 @@ class ExperimentConfig(Section):
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the `train` section
     # encoders trained end to end from raw media for the roles they read (None: packs only)
     endtoend: EndToEndConfig | None = None
+    # whether `taemi run` scores it with each modality removed (minutes a model at full
+    # size); None: yes for models on packed features, no for end-to-end ones
+    robustness: bool | None = None
+
+    @model_validator(mode="after")
+    def _robustness_fits(self) -> ExperimentConfig:
+        if self.robustness and self.endtoend is not None:
+            raise ValueError("robustness: true is not supported for an experiment trained end "
+                             "to end (`taemi robustness` scores packed features only)")
+        return self
+
+    @property
+    def measures_robustness(self) -> bool:
+        return self.endtoend is None if self.robustness is None else self.robustness
 
     @field_validator("train")
     @classmethod
@@ -338,6 +352,9 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
     executor: Literal["local", "ray"] = "local"
+    # fold jobs the local executor runs at once, each in its own process with
+    # `train.threads` torch threads (None: an equal share of the cores)
+    workers: PositiveInt = 1
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     stack: StackConfig | None = None

@@ -322,8 +322,9 @@ def run_all(cfg: Config) -> dict:
             cfg = config_from_dict(tuned, str(overlay))
             echo(f"training with the tuned parameters of {overlay}")
     results = {"experiments": train_experiments(cfg, data=data)}
-    for name in cfg.experiments:
-        ensure_robustness(cfg, name)
+    for name, exp in cfg.experiments.items():
+        if exp.measures_robustness:
+            ensure_robustness(cfg, name)
     if cfg.stack is not None:
         results["stack"] = ensure_stack(cfg, data)
     if cfg.submit is not None:
