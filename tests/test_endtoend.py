@@ -18,7 +18,7 @@ from taemi.config import ConfigError, EndToEndConfig, ModelSpec, config_from_dic
 from taemi.endtoend import AudioEncoder, EndToEnd, check_backbone, layer_depth, pool_steps
 from taemi.experiment import Job
 from taemi.extract.common import ModelUnavailable
-from taemi.pipeline import train_experiments
+from taemi.pipeline import check_current, open_data, train_experiments
 
 WORDS = ["happy", "sad", "dogs", "park", "run", "wow", "fine", "no"]
 
@@ -117,6 +117,7 @@ def test_endtoend_runs_through_the_grid(trained) -> None:
     values = np.concatenate([oof.iloc[:, 2:].to_numpy(), test.iloc[:, 1:].to_numpy()])
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     assert set(cv["jobs"]) == {f"e2e/vit-raw/seed0/fold{f}" for f in (0, 1)}
+    check_current(cfg, open_data(cfg), folder)  # current: it can be submitted as it is
 
 
 def saved(folder: Path) -> dict[str, torch.Tensor]:

@@ -121,6 +121,26 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
     })
 
 
+def job_fingerprints(cfg: Config, experiment: str, data: ChallengeData,
+                     folds: pd.DataFrame) -> dict[Job, str]:
+    """Each planned job of the experiment and the fingerprint its `done.json` must hold,
+    the packs opened once a backbone (a job checked alone reads them itself)."""
+    digest, labels = folds_digest(folds), labels_digest(data.labels)
+    endtoend = cfg.experiments[experiment].endtoend
+    media = None
+    if endtoend is not None:
+        from taemi.endtoend import media_digest
+
+        media = media_digest(data, endtoend)
+    jobs = plan_jobs(cfg, experiment, folds)
+    out = {}
+    for backbone in cfg.backbones_for(experiment):
+        packs = open_packs(cfg, data, backbone)
+        for job in (j for j in jobs if j.backbone == backbone):
+            out[job] = job_fingerprint(cfg, job, packs, digest, labels, media)
+    return out
+
+
 def ran_on() -> dict:
     """Where this job ran: the host and, inside a Ray task, the Ray node and GPU ids."""
     node, gpus = None, []

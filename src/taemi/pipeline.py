@@ -89,7 +89,7 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
                       data: ChallengeData | None = None) -> dict[str, dict]:
     """Train every job of the named experiments (all by default); return their cv.json."""
     from taemi.executors import EXECUTORS
-    from taemi.experiment import aggregate, plan_jobs
+    from taemi.experiment import aggregate, is_done, job_fingerprints
 
     if not cfg.experiments:
         raise ConfigError("the config defines no experiments: add an `experiments` section "
@@ -100,8 +100,14 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     names = names or list(cfg.experiments)
     for name in names:
         cfg.experiment_dir(name)  # an unknown name is an error before any work
-    jobs = [job for name in names for job in plan_jobs(cfg, name, folds)]
-    EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
+    planned = {job: fingerprint for name in names
+               for job, fingerprint in job_fingerprints(cfg, name, data, folds).items()}
+    jobs = [job for job, fingerprint in planned.items()
+            if not is_done(job.folder(cfg.paths.models), fingerprint)]
+    if len(jobs) < len(planned):
+        echo(f"{len(planned) - len(jobs)} of {len(planned)} jobs are done and current: skipped")
+    if jobs:
+        EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
     results = {}
     for name in names:
         results[name] = aggregate(cfg, name, data, folds)
@@ -260,7 +266,7 @@ def check_current(cfg: Config, data: ChallengeData, folder: Path) -> None:
     """Refuse to submit stale predictions: an ensemble whose members, folds or labels
     changed since it was stacked, or an experiment whose jobs changed since it was
     gathered, or that the config would retrain."""
-    from taemi.experiment import is_done, job_fingerprint, labels_digest, open_packs, plan_jobs
+    from taemi.experiment import is_done, job_fingerprints, labels_digest
     from taemi.stacking import stack_fingerprint
 
     cv = read_json(folder / "cv.json")
@@ -273,18 +279,13 @@ def check_current(cfg: Config, data: ChallengeData, folder: Path) -> None:
     name = folder.name
     if name not in cfg.experiments or folder != cfg.paths.models / name:
         return  # a folder outside this config: nothing to check it against
-    folds = read_folds(cfg.folds.path)
-    digest = folds_digest(folds)
     gathered = cv.get("jobs", {})
-    for backbone in cfg.backbones_for(name):
-        packs = open_packs(cfg, data, backbone)
-        for job in (j for j in plan_jobs(cfg, name, folds) if j.backbone == backbone):
-            fingerprint = job_fingerprint(cfg, job, packs, digest, labels)
-            if gathered.get(job.label) != fingerprint or \
-                    not is_done(job.folder(cfg.paths.models), fingerprint):
-                raise DataError(f"{folder} is stale: job {job.label} is not what the config "
-                                "trains, or its predictions were not gathered; rerun "
-                                "`taemi train CONFIG` first")
+    for job, fingerprint in job_fingerprints(cfg, name, data, read_folds(cfg.folds.path)).items():
+        if gathered.get(job.label) != fingerprint or \
+                not is_done(job.folder(cfg.paths.models), fingerprint):
+            raise DataError(f"{folder} is stale: job {job.label} is not what the config "
+                            "trains, or its predictions were not gathered; rerun "
+                            "`taemi train CONFIG` first")
 
 
 def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = False,
