@@ -22,10 +22,10 @@ OUT = Path("benchmarks/results")
 LEVELS = {
     0.0: ("data/full", {"taemi": "models/paper-taemi", "unimodal_audio": "models/paper-audio",
                         "fusion": "models/paper-fusion", "unimodal_text": "models/text0/tx-text"}),
-    1.0: ("data/full-text1", {"taemi": "models/text1/tx-taemi",
-                              "unimodal_audio": "models/text1/tx-audio",
-                              "fusion": "models/text1/tx-fusion",
-                              "unimodal_text": "models/text1/tx-text"}),
+    **{level: (f"data/full-{tag}", {model: f"models/{tag}/{experiment}" for model, experiment in
+                                     (("taemi", "tx-taemi"), ("unimodal_audio", "tx-audio"),
+                                      ("fusion", "tx-fusion"), ("unimodal_text", "tx-text"))})
+       for level, tag in ((0.5, "text05"), (1.0, "text1"))},
 }
 
 
