@@ -40,6 +40,8 @@ PAIRS = [
      ("paper-taemi", "vit-w2v", [0]), ("lv-taemi-loss37", "vit-w2v", [0])),
     ("batch 512, lr 6e-3 (off: batch 256, lr 3e-3)", "taemi",
      ("paper-taemi", "vit-w2v", [0]), ("lv-taemi-b512", "vit-w2v", [0])),
+    ("batch 128, lr 1.5e-3 (off: batch 256, lr 3e-3)", "taemi",
+     ("paper-taemi", "vit-w2v", [0]), ("lv-taemi-b128", "vit-w2v", [0])),
     ("batch 512, lr 6e-3, loss 0.3 MSE + 0.7 (1 - r)", "taemi",
      ("paper-taemi", "vit-w2v", [0]), ("lv-taemi-b512-loss37", "vit-w2v", [0])),
     ("mean of the 3 best epochs' weights", "taemi",

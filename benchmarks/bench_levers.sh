@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 TAEMI=${TAEMI:-.venv/bin/taemi}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 experiments=${*:-lv-taemi-pn lv-audio-pn lv-fusion-pn lv-taemi-pn-gate lv-fusion-pn-gate lv-taemi-loss37 lv-taemi-avg3 \
-lv-taemi-b512 lv-taemi-b512-loss37}
+lv-taemi-b128 lv-taemi-b512 lv-taemi-b512-loss37}
 for name in $experiments; do
   echo "== $name $(date +%T)"
   /usr/bin/time -f "$name: %e s wall, %M KB peak" $TAEMI train configs/levers.yaml -q -e "$name"
