@@ -104,7 +104,8 @@ def test_text_meaning_puts_the_clips_own_intensities_in_its_words() -> None:
     base = SynthParams(scale=0.05, seed=3)
     meaning = SynthParams(scale=0.05, seed=3, text_meaning=0.8)
     assert "text_meaning" not in base.identity()  # data made before the knob keeps its id
-    assert meaning.identity()["text_meaning"] == 0.8 and "own_words" in meaning.identity()
+    assert meaning.identity()["text_meaning"] == 0.8
+    assert meaning.identity()["own_words_per_intensity"] == 12  # a rule of its own
     _, labels0, _, words0 = make_plan(base)
     _, labels8, _, words8 = make_plan(meaning)
     np.testing.assert_array_equal(labels0, labels8)  # only the words change

@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "disjoint: each seed video in one split")
     p.add_argument("--text-meaning", type=float, default=0.0,
                    help="0-1: how much a clip's own words say about its own intensities "
-                        "(0: the words name the seed video only; P: the speaker adds up to 12 "
-                        "words of their own to the script, each with probability P)")
+                        "(0: the words name the seed video only; P: the speaker adds to the "
+                        "script a Poisson number of each emotion's words, mean 12 P times the "
+                        "clip's intensity of it)")
     p.add_argument("--force", action="store_true",
                    help="replace generated data made with other parameters (never any other "
                         "folder)")

@@ -20,9 +20,10 @@ assumes:
   overlaps the emotion directions (so contrast in time pays), with transient corruption;
 * missing modalities, NaNs, 1-D arrays and heavy-tailed lengths at realistic rates;
 * `text_meaning` (0 by default) sets how much a clip's own words say about its own
-  intensities: the speaker keeps the script and adds up to 12 words of their own, each
-  with probability p; each names a random target, an emotional word of it with probability
-  the clip's expressed intensity, else a neutral one. At 0 words name only the seed video.
+  intensities: the speaker keeps the script and adds, for each emotion, a Poisson number
+  of its emotional words with mean 12 p times the clip's labelled intensity of it (in
+  random order), as a mimicker saying how they feel would. At 0 the words name only the
+  seed video.
 
 The oracle score is the test mean Pearson of a ridge regression that sees the noise-free
 latent (the expressed emotion and the script's emotion); every report quotes it as the
@@ -50,7 +51,7 @@ REAL_SPLITS = (8072, 4588, 4586)  # train, valid, test clips in Hume-Vidmimic2
 N_TARGETS = len(TARGETS)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 SEED_VIDEOS = ("shared", "disjoint")
-OWN_WORDS = 12  # most words a speaker adds to the script at text_meaning 1
+OWN_WORDS = 12  # a speaker's own words about an emotion felt at intensity 1, text_meaning 1
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class SynthParams:
         out["extra_features"] = list(self.extra_features)
         out["version"] = SYNTH_VERSION
         if self.text_meaning:  # added later: data made before it keeps its identity
-            out["own_words"] = OWN_WORDS
+            out["own_words_per_intensity"] = OWN_WORDS
         else:
             out.pop("text_meaning")
         return out
@@ -220,23 +221,17 @@ def _onset(world: World, tokens: list[int], rng: np.random.Generator) -> float:
 
 
 def _own_words(rng: np.random.Generator, world: World, tokens: list[int],
-               expressed: np.ndarray, p: float) -> list[int]:
-    """The script's words, then the speaker's own: `OWN_WORDS` slots, each spoken with
-    probability `p`, each naming a random target, an emotional word of it with probability
-    the clip's expressed intensity, else a neutral word (`SynthParams.text_meaning`).
-    A clip without speech stays silent."""
+               felt: np.ndarray, p: float) -> list[int]:
+    """The script's words, then the speaker's own: for each target, a Poisson number of its
+    emotional words with mean `OWN_WORDS * p` times the clip's labelled intensity of it, in
+    random order (`SynthParams.text_meaning`). A clip without speech stays silent."""
     if not tokens:
         return tokens
     emotional = world.word_loadings > 0
-    neutral = np.flatnonzero(~emotional.any(axis=1))
-    own = []
-    for _ in range(rng.binomial(OWN_WORDS, p)):
-        k = rng.integers(N_TARGETS)
-        if rng.random() < np.clip(expressed[k], 0, 1):
-            own.append(int(rng.choice(np.flatnonzero(emotional[:, k]))))
-        else:
-            own.append(int(rng.choice(neutral)))
-    return tokens + own
+    counts = rng.poisson(OWN_WORDS * p * np.clip(felt, 0, 1))
+    own = [int(rng.choice(np.flatnonzero(emotional[:, k])))
+           for k in range(N_TARGETS) for _ in range(counts[k])]
+    return tokens + [own[i] for i in rng.permutation(len(own))]
 
 
 def _within_home(rng: np.random.Generator, split_of: np.ndarray, n_items: int,
@@ -297,7 +292,7 @@ def make_plan(params: SynthParams) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
     one_d = rng.random(n) < params.p_one_d
     if params.text_meaning > 0:  # a stream of its own: at 0 the bytes are as before
         text_rng = np.random.default_rng([params.seed, 3])
-        transcripts = [_own_words(text_rng, world, words, expressed[i], params.text_meaning)
+        transcripts = [_own_words(text_rng, world, words, labels[i], params.text_meaning)
                        for i, words in enumerate(transcripts)]
 
     ids = [f"{i:05d}" for i in range(n)]
