@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from taemi.cli import main
@@ -32,6 +33,21 @@ def test_run_makes_every_artifact(demo_run) -> None:
     assert "per_target.png" in report and "robustness_tiny-taemi.png" in report
     assert (work / "models" / "tiny-taemi" / "robustness.csv").is_file()
     assert not (work / "models" / "tiny-audio" / "robustness.csv").exists()  # switched off
+
+
+def test_report_leaves_out_a_robustness_table_older_than_its_models(demo_run) -> None:
+    from taemi.report import write_report
+
+    path, _ = demo_run
+    cfg = load_config(path)
+    cv = cfg.paths.models / "tiny-taemi" / "cv.json"
+    before = cv.stat()
+    try:  # as if retrained after its table was made (and robustness switched off)
+        os.utime(cv, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+        assert "robustness_tiny-taemi.png" not in write_report(cfg, open_data(cfg)).read_text()
+    finally:
+        os.utime(cv, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert "robustness_tiny-taemi.png" in write_report(cfg, open_data(cfg)).read_text()
 
 
 def test_rerun_skips_what_is_current_and_redoes_what_is_lost(demo_run, capsys) -> None:

@@ -240,13 +240,21 @@ def ensure_tuning(cfg: Config, data: ChallengeData | None = None,
     return run_tuning(cfg, data, n_trials)
 
 
+def robustness_current(folder: Path) -> bool:
+    """Whether the experiment folder's robustness table was made after its last gathering
+    (a retrained experiment's old table describes other models)."""
+    table, cv = folder / "robustness.csv", folder / "cv.json"
+    return table.is_file() and cv.is_file() and \
+        table.stat().st_mtime_ns >= cv.stat().st_mtime_ns
+
+
 def ensure_robustness(cfg: Config, experiment: str) -> Path:
     """The experiment's missing-modality table and plot, redone when it was retrained."""
     from taemi.robustness import robustness, write_robustness
 
     folder = cfg.experiment_dir(experiment)
     table = folder / "robustness.csv"
-    if table.is_file() and table.stat().st_mtime_ns >= (folder / "cv.json").stat().st_mtime_ns:
+    if robustness_current(folder):
         return table
     write_robustness(cfg, experiment, robustness(cfg, experiment))
     return table

@@ -21,6 +21,7 @@ import pandas as pd
 from taemi.artifacts import read_json, write_json, write_text
 from taemi.config import Config
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
+from taemi.pipeline import robustness_current
 from taemi.plots import grouped_bars, oof_scatter
 from taemi.stacking import METHODS
 
@@ -116,9 +117,9 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
                         f"{best['entry']}: out-of-fold predictions")
             parts += [f"Out-of-fold predictions of the best entry ({best['entry']}):", "",
                       "![OOF scatter](oof_scatter.png)", ""]
-    for name in cfg.experiments:
+    for name in cfg.experiments:  # a table older than the models it measured is left out
         plot = cfg.paths.models / name / "robustness.png"
-        if plot.is_file():
+        if plot.is_file() and robustness_current(plot.parent):
             shutil.copyfile(plot, out / f"robustness_{name}.png")
             parts += [f"Missing-modality robustness of {name}:", "",
                       f"![robustness {name}](robustness_{name}.png)", ""]
