@@ -28,10 +28,10 @@ OUT = Path("benchmarks/results")
 def seed_scores(folder: Path, backbone: str, seeds: list[int], data) -> tuple[list, str]:
     """Each seed's CV, test single and test, over all 5 folds where some seed has them
     (those seeds only), else over fold 0 (the rows of an earlier round)."""
-    complete = [s for s in seeds if scores(folder.name, backbone, [s], data) is not None]
+    complete = [{"seed": s, **found} for s in seeds
+                if (found := scores(folder.name, backbone, [s], data)) is not None]
     if complete:
-        return [{"seed": s, **scores(folder.name, backbone, [s], data)} for s in complete], \
-            "5 folds"
+        return complete, "5 folds"
     rows = []
     for seed in seeds:
         fold = folder / backbone / f"seed{seed}" / "fold0"
