@@ -44,8 +44,11 @@ def test_a_stale_stack_or_experiment_is_never_submitted(tiny_root: Path, tmp_pat
     train_experiments(cfg)
     ensure_stack(cfg)
     assert ensure_submission(cfg, "s", "first").is_file()
-    for member in (cfg.paths.models / "a").rglob("test.csv"):  # members retrained
+    for member in (cfg.paths.models / "a").rglob("test.csv"):  # touched: the same bytes
         os.utime(member, ns=(member.stat().st_atime_ns, member.stat().st_mtime_ns + 10**9))
+    assert ensure_submission(cfg, "s", "touched").is_file()  # content decides, not times
+    member = cfg.paths.models / "a" / "vit-w2v" / "test.csv"  # other predictions
+    member.write_text(member.read_text().replace("0.", "0.0", 1))
     with pytest.raises(DataError, match=r"stale.*taemi stack"):
         ensure_submission(cfg, "s", "second")
     assert ensure_submission(cfg, "a", "third").is_file()  # the experiment is current
@@ -102,7 +105,8 @@ def test_config_errors_name_the_key(tiny_root: Path, tmp_path: Path) -> None:
 
 def test_password_never_reaches_an_artifact(tiny_root: Path, tmp_path: Path) -> None:
     cfg = _audio_grid(tiny_root, tmp_path, tune={
-        "experiment": "a", "storage": "postgresql://kit:s3cret@db.example:5432/optuna"})
+        "experiment": "a", "storage": "postgresql://kit:s3cret@db.example:5432/optuna",
+        "apply": False})  # trains without a study
     train_experiments(cfg)
     saved = (cfg.paths.models / "a" / "config.json").read_text()
     assert "s3cret" not in saved

@@ -19,7 +19,7 @@ def test_run_makes_every_artifact(demo_run) -> None:
     path, results = demo_run
     cfg = load_config(path)
     work = path.parent
-    assert (work / "tune" / "tinyrun-tiny-taemi" / "best.yaml").is_file()
+    assert len(list((work / "tune").glob("tinyrun-tiny-taemi-*/best.yaml"))) == 1
     assert results["stack"]["method"] == "lightgbm stack"
     submission = results["submission"]
     assert submission == work / "submissions" / "tiny-stack.csv"
@@ -35,18 +35,29 @@ def test_run_makes_every_artifact(demo_run) -> None:
     assert not (work / "models" / "tiny-audio" / "robustness.csv").exists()  # switched off
 
 
-def test_report_leaves_out_a_robustness_table_older_than_its_models(demo_run) -> None:
+def test_report_leaves_out_a_robustness_table_of_other_models(demo_run) -> None:
+    """Robustness is current by what it measured (the gathered jobs' keys), not by times:
+    a regathering with identical content keeps it, a retrained job drops it from the
+    report until it is remade."""
+    from taemi.artifacts import read_json, write_json
     from taemi.report import write_report
+    from taemi.robustness import robustness_current
 
     path, _ = demo_run
     cfg = load_config(path)
-    cv = cfg.paths.models / "tiny-taemi" / "cv.json"
+    folder = cfg.paths.models / "tiny-taemi"
+    cv = folder / "cv.json"
     before = cv.stat()
-    try:  # as if retrained after its table was made (and robustness switched off)
-        os.utime(cv, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    os.utime(cv, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # same bytes, newer
+    assert robustness_current(folder)
+    record = read_json(cv)
+    try:  # as if one job was retrained after its table was made (robustness switched off)
+        first = next(iter(record["jobs"]))
+        write_json(cv, {**record, "jobs": {**record["jobs"], first: "0" * 12}})
+        assert not robustness_current(folder)
         assert "robustness_tiny-taemi.png" not in write_report(cfg, open_data(cfg)).read_text()
     finally:
-        os.utime(cv, ns=(before.st_atime_ns, before.st_mtime_ns))
+        write_json(cv, record)
     assert "robustness_tiny-taemi.png" in write_report(cfg, open_data(cfg)).read_text()
 
 

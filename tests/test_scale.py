@@ -23,7 +23,7 @@ import yaml
 from conftest import MODEL, tiny_config
 from taemi.data import open_data
 from taemi.pipeline import ensure_cache, ensure_folds
-from taemi.tuning import FINISHED, overlay_text, rdb_url
+from taemi.tuning import FINISHED, current_study, overlay_text, rdb_url
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
@@ -97,6 +97,14 @@ def tune_config_file(root: Path, work: Path, **tune) -> Path:
     return path
 
 
+def study_of(config: Path):
+    """The study a tuning config's inputs make (`taemi.tuning.current_study`)."""
+    from taemi.config import load_config
+
+    cfg = load_config(config)
+    return current_study(cfg, open_data(cfg))
+
+
 def tune_process(config: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "taemi.cli", "tune", str(config),
                              "--quiet", *args], stdout=subprocess.PIPE,
@@ -114,6 +122,7 @@ def test_two_workers_on_postgres_share_one_study_and_survive_a_killed_worker(
     n_trials = 5
     config = tune_config_file(tiny_root, tmp_path, n_trials=n_trials, storage=postgres_url,
                               heartbeat_interval=1, grace_period=3)
+    ref = study_of(config)
     first, second = tune_process(config), tune_process(config)
     storage = optuna.storages.RDBStorage(rdb_url(postgres_url))
     killed = None
@@ -121,7 +130,7 @@ def test_two_workers_on_postgres_share_one_study_and_survive_a_killed_worker(
         deadline = time.monotonic() + 180
         while killed is None and time.monotonic() < deadline:
             with contextlib.suppress(KeyError):  # the study may not exist yet
-                study = optuna.load_study(study_name="tiny-t", storage=storage)
+                study = optuna.load_study(study_name=ref.name, storage=storage)
                 for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
                     # mid-trial: its first epoch reported, three more to go
                     if trial.user_attrs.get("pid") == first.pid and trial.intermediate_values:
@@ -136,7 +145,7 @@ def test_two_workers_on_postgres_share_one_study_and_survive_a_killed_worker(
             if process.poll() is None:
                 process.kill()
 
-    study = optuna.load_study(study_name="tiny-t", storage=storage)
+    study = optuna.load_study(study_name=ref.name, storage=storage)
     trials = study.get_trials()
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == n_trials  # exactly n_trials, across both workers
@@ -153,12 +162,12 @@ def test_two_workers_on_postgres_share_one_study_and_survive_a_killed_worker(
         {first.pid} if any(t.user_attrs["pid"] == first.pid for t in finished) else set())
 
     # the overlay is what one worker would write from the same finished trials
-    single = optuna.create_study(direction="maximize", study_name="tiny-t")
+    single = optuna.create_study(direction="maximize", study_name=ref.name)
     single.add_trials(finished)
     cfg = tiny_config(tiny_root, tmp_path, experiments={"t": {"model": MODEL}},
                       tune={"experiment": "t", "dir": str(tmp_path / "tune")})
-    written = (tmp_path / "tune" / "tiny-t" / "best.yaml").read_text()
-    expected = overlay_text(cfg, single)
+    written = (ref.folder / "best.yaml").read_text()
+    expected = overlay_text(cfg, single, ref)
     assert written.splitlines()[1:] == expected.splitlines()[1:]
     assert f"best of {n_trials} trials" in written
     assert f"mean Pearson {study.best_value:.4f}" in written
@@ -180,8 +189,9 @@ def test_workers_on_one_machine_split_its_cores(tiny_root: Path, tmp_path: Path)
     n_trials = 6
     config = tune_config_file(tiny_root, tmp_path, n_trials=n_trials, epochs=12)
     finish(tune_process(config, "--workers", "2"))
-    journal = tmp_path / "tune" / "tiny-t" / "optuna.journal"
-    study = optuna.load_study(study_name="tiny-t", storage=optuna.storages.JournalStorage(
+    ref = study_of(config)
+    journal = ref.folder / "optuna.journal"
+    study = optuna.load_study(study_name=ref.name, storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))))
     finished = [t for t in study.get_trials() if t.state in FINISHED]
     assert len(finished) == n_trials

@@ -12,8 +12,9 @@ import yaml
 
 from conftest import MODEL, tiny_config
 from taemi.config import load_config
+from taemi.data import open_data
 from taemi.pipeline import ensure_cache, ensure_folds, ensure_tuning
-from taemi.tuning import FINISHED, PruningReporter, open_study
+from taemi.tuning import FINISHED, PruningReporter, current_study, open_study
 
 
 def test_median_pruner_stops_a_poor_trial() -> None:
@@ -55,12 +56,13 @@ def test_tuning_writes_an_overlay_train_accepts_and_resumes(tiny_root: Path,
     assert merged.experiments["t"].model.params()["modality_dropout"] == \
         tuned["modality_dropout"]
     assert merged.experiments["t"].model.params()["d_model"] == MODEL["d_model"]
-    study = open_study(cfg)
+    ref = current_study(cfg, open_data(cfg))
+    study = open_study(cfg, ref)
     assert len(study.get_trials(states=FINISHED)) == 3
     ensure_tuning(cfg)  # resumes: the study already has its trials
-    assert len(open_study(cfg).trials) == 3
+    assert len(open_study(cfg, ref).trials) == 3
     ensure_tuning(cfg, n_trials=4)  # asks for one more: exactly one more runs
-    assert len(open_study(cfg).get_trials(states=FINISHED)) == 4
+    assert len(open_study(cfg, ref).get_trials(states=FINISHED)) == 4
 
 
 def test_two_workers_share_one_study(tiny_root: Path, tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ def test_two_workers_share_one_study(tiny_root: Path, tmp_path: Path) -> None:
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err.decode()[-2000:]
-    trials = open_study(cfg).trials
+    trials = open_study(cfg, current_study(cfg, open_data(cfg))).trials
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials)))  # none counted twice
     assert len([t for t in trials if t.state in FINISHED]) == 6  # exactly n_trials

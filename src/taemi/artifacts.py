@@ -31,7 +31,7 @@ import pandas as pd
 TEMP_SUFFIX = ".tmp"
 # .<name>.<host>-<pid>-<random>.tmp, or .<name>.<random>.tmp from kits before pids were kept
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-)?[A-Za-z0-9_]+"
-                        + re.escape(TEMP_SUFFIX) + "$")
+                        r"(?:\.[A-Za-z0-9]+)?" + re.escape(TEMP_SUFFIX) + "$")
 
 
 def current_umask() -> int:
@@ -62,7 +62,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + TEMP_SUFFIX,
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix + TEMP_SUFFIX,
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -70,6 +70,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename and Path(err.filename) == tmp_path:  # name the file being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -105,16 +109,17 @@ def _process_alive(pid: int) -> bool:
 
 
 def stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
-    """Temporary folders that `atomic_dir` left in `folder` for a final name matching
-    `name_glob` and whose run is over: its process on this machine is gone, or it predates
-    the pid in the name. Folders of other machines (a shared disk) are never stale here."""
+    """Temporary folders and files that `atomic_dir` and `atomic_path` left in `folder` for
+    a final name matching `name_glob` and whose run is over: its process on this machine is
+    gone, or it predates the pid in the name. Those of other machines (a shared disk) are
+    never stale here."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     stale = []
     for candidate in folder.glob(f".{name_glob}.*{TEMP_SUFFIX}"):
         match = _TEMP_NAME.match(candidate.name)
-        if match is None or not candidate.is_dir() or candidate.is_symlink():
+        if match is None or candidate.is_symlink():
             continue
         if match["pid"] is not None and (
             match["host"] != _host_tag() or _process_alive(int(match["pid"]))
@@ -128,7 +133,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") ->
     """Delete `stale_temporaries(folder, name_glob)`; return what was deleted."""
     removed = stale_temporaries(folder, name_glob)
     for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return removed
 
 

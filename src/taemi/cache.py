@@ -13,8 +13,10 @@ public EMI code slow. One pass here turns a feature folder into
 A clip of T >= K steps is adaptive-average-pooled to K steps (torch's bins); a shorter
 clip keeps its T steps and the rest are padding, marked invalid. A step made only of NaN,
 infinite or out-of-float16-range values (`load_feature`) is invalid too, and a pooled bin
-averages only the usable steps in it. The hash covers the settings and every input file's
-size and modification time: a change rebuilds the cache, nothing else does.
+averages only the usable steps in it. The folder is named by the pack's key: the content
+of every input file (quick-checked by size and mtime, `taemi.identity`), the step count and
+the packing code's version. Changed bytes rebuild the pack; a copy, a move or a touch does
+not.
 
 The packs' files are allocated on disk before they are memory-mapped, so a full disk stops
 packing with a "disk full" DataError rather than killing the process with SIGBUS, and the
@@ -37,9 +39,12 @@ import numpy as np
 
 from taemi.artifacts import atomic_dir, read_json, remove_stale_temporaries, stable_hash, write_json
 from taemi.data import LONG_CLIP_STEPS, ChallengeData, DataError, FeatureReport, load_feature
+from taemi.identity import DigestBook
+from taemi.legacy import adopt_legacy_pack
 from taemi.progress import progress
 
 CACHE_VERSION = 2  # 2: steps without a usable value are invalid, not zeros
+MANIFEST = "files.json"  # clip -> [file name, size, mtime_ns, content digest]
 CHUNK = 64
 _ZEROS = 1 << 24  # bytes per write when a file system cannot fallocate
 
@@ -132,6 +137,10 @@ class PackedFeature:
         self.valid = np.load(self.folder / "valid.npy", mmap_mode="r")
         self.length = np.load(self.folder / "length.npy")
         self.missing = np.load(self.folder / "missing.npy")
+        # what the pack is, by content (`pack_key`); the name a kit before content keys
+        # gave it, kept to carry over jobs trained on it (`taemi.legacy`)
+        self.key: str = self.meta.get("key") or self.folder.name
+        self.legacy_name: str | None = self.meta.get("legacy_folder")
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole pack (x, valid) in memory, read plainly rather than memory-mapped."""
@@ -152,16 +161,29 @@ class PackedFeature:
         return FeatureReport(**self.meta["report"])
 
 
-def _fingerprint(name: str, steps: int, ids: list[str], files: dict[str, Path]) -> str:
-    entries = []
-    for clip in ids:
-        path = files.get(clip)
-        if path is None:
-            entries.append((clip, None))
-        else:
-            stat = path.stat()
-            entries.append((clip, str(path), stat.st_size, stat.st_mtime_ns))
-    return stable_hash({"v": CACHE_VERSION, "feature": name, "steps": steps, "files": entries})
+def pack_key(name: str, steps: int, ids: list[str], digests: dict[str, str]) -> str:
+    """A pack's identity: the bytes it packed (each clip's file digest, or none), the step
+    count and the packing code's version; never a path or a time."""
+    return stable_hash({"v": CACHE_VERSION, "feature": name, "steps": steps,
+                        "files": [(clip, digests.get(clip)) for clip in ids]})
+
+
+def _known_digests(cache_root: Path, prefix: str) -> dict:
+    """Every file digest the packs of this feature and step count recorded, by stat."""
+    known = {}
+    for manifest in cache_root.glob(f"{prefix}-*/{MANIFEST}"):
+        if manifest.parent.name.startswith("."):
+            continue
+        try:
+            entries = read_json(manifest)
+        except (OSError, ValueError):
+            continue  # a damaged manifest only costs reading the files again
+        known.update({(e[0], e[1], e[2]): e[3] for e in entries.values()})
+    return known
+
+
+def _manifest(stats: dict[str, tuple], digests: dict[str, str]) -> dict[str, list]:
+    return {clip: [*stats[clip], digests[clip]] for clip in sorted(digests)}
 
 
 def _probe_width(name: str, files: dict[str, Path]) -> int:
@@ -220,7 +242,11 @@ def build_packed(
     cache_root: str | os.PathLike,
     workers: int = 2,
 ) -> PackedFeature:
-    """Pack feature folder `name` at `steps` steps, or open the current pack if it exists."""
+    """Pack feature folder `name` at `steps` steps, or open the current pack if it exists.
+
+    The pack's folder is named by its key (`pack_key`): the files' contents, quick-checked
+    against the manifests of this feature's packs. A pack made by kits that keyed packs by
+    paths and mtimes is renamed to its key, not rebuilt (`taemi.legacy`)."""
     if steps < 1:
         raise ValueError(f"cache steps must be at least 1, got {steps}")
     ids = data.all_ids
@@ -228,29 +254,57 @@ def build_packed(
     if not files:
         raise DataError(f"feature folder {name!r} holds no file for any known id")
     cache_root = Path(cache_root)
-    # the prefix names the source folder, so two datasets never evict each other's packs
-    source = stable_hash([str(f.resolve()) for f in data.feature_folders(name)], 6)
-    prefix = f"{name}-k{steps}-{source}"
-    folder = cache_root / f"{prefix}-{_fingerprint(name, steps, ids, files)}"
+    prefix = f"{name}-k{steps}"
+    book = DigestBook(_known_digests(cache_root, prefix))
+    stats, digests = {}, {}
+    # shown only when it takes a while: after a copy, when every file is read once
+    for clip, path in progress(files.items(), desc=f"digest {name}", unit="file",
+                               total=len(files), leave=False, delay=2):
+        stats[clip], digests[clip] = book.digest(path)
+    key = pack_key(name, steps, ids, digests)
+    folder = cache_root / f"{prefix}-{key}"
+    # the source folders decide which old packs a new one replaces (two datasets sharing a
+    # cache never evict each other's packs); they are in no key
+    source = sorted(str(f.resolve()) for f in data.feature_folders(name))
+    if not (folder / "meta.json").is_file():
+        adopt_legacy_pack(data, name, steps, cache_root, folder, ids, files, key)
     if (folder / "meta.json").is_file():
-        return PackedFeature(folder)
+        manifest = _manifest(stats, digests)
+        if book.read or not (folder / MANIFEST).is_file():  # new stats for the same bytes
+            write_json(folder / MANIFEST, manifest)
+        pack = PackedFeature(folder)
+        if pack.meta.get("source") != source or pack.meta.get("key") != key:
+            write_json(folder / "meta.json", {**pack.meta, "source": source, "key": key})
+            pack = PackedFeature(folder)
+        return pack
 
     remove_stale_temporaries(cache_root)  # what interrupted runs left behind
     width = _probe_width(name, files)
     try:
-        _pack(folder, name, steps, width, ids, files, workers)
+        _pack(folder, name, steps, width, ids, files, workers,
+              {"key": key, "source": source}, _manifest(stats, digests))
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise _disk_full(err, cache_root) from err
         raise
     for stale in cache_root.glob(f"{prefix}-*"):
-        if stale != folder and stale.is_dir() and not stale.name.startswith("."):
+        if stale != folder and stale.is_dir() and not stale.name.startswith(".") and \
+                _same_source(stale, source):
             shutil.rmtree(stale, ignore_errors=True)
+            for derived in cache_root.glob(f"{NORMALISED_PREFIX}-{stale.name}-*"):
+                shutil.rmtree(derived, ignore_errors=True)
     return PackedFeature(folder)
 
 
+def _same_source(folder: Path, source: list[str]) -> bool:
+    try:
+        return read_json(folder / "meta.json").get("source") == source
+    except (OSError, ValueError):
+        return False
+
+
 def _pack(folder: Path, name: str, steps: int, width: int, ids: list[str],
-          files: dict[str, Path], workers: int) -> None:
+          files: dict[str, Path], workers: int, identity: dict, manifest: dict) -> None:
     """Write the pack of `name` into `folder` atomically (see `build_packed`)."""
     row_of = {clip: row for row, clip in enumerate(ids)}
     todo = [(row_of[c], c, files[c]) for c in ids if c in files]
@@ -309,9 +363,10 @@ def _pack(folder: Path, name: str, steps: int, width: int, ids: list[str],
         report.mean_steps = float(present.mean()) if present.size else 0.0
         np.save(tmp / "length.npy", length)
         np.save(tmp / "missing.npy", missing)
+        write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "meta.json", {
             "feature": name, "steps": steps, "width": width, "ids": ids,
-            "version": CACHE_VERSION, "report": asdict(report),
+            "version": CACHE_VERSION, "report": asdict(report), **identity,
         })
 
 
@@ -372,8 +427,19 @@ def participant_normalised(pack: PackedFeature, participants: np.ndarray, prior:
     cache_root = Path(cache_root)
     key = stable_hash({"participants": participants.tolist(), "prior": prior}, 8)
     folder = cache_root / f"{NORMALISED_PREFIX}-{pack.folder.name}-{key}"
+    identity = {"key": stable_hash({"raw": pack.key, "participants": key}),
+                "legacy_folder": (f"{NORMALISED_PREFIX}-{pack.legacy_name}-{key}"
+                                  if pack.legacy_name else None)}
+    if not (folder / "meta.json").is_file() and identity["legacy_folder"]:
+        old = cache_root / identity["legacy_folder"]
+        if (old / "meta.json").is_file():  # made before content keys: renamed, not redone
+            old.rename(folder)
     if (folder / "meta.json").is_file():
-        return PackedFeature(folder)
+        normalised = PackedFeature(folder)
+        if normalised.meta.get("key") != identity["key"]:
+            write_json(folder / "meta.json", {**normalised.meta, **identity})
+            normalised = PackedFeature(folder)
+        return normalised
     mean, std, pooled_mean, pooled_std = participant_moments(pack, participants, prior, chunk)
     scale = np.vstack([pooled_std / std, np.ones((1, pack.width))])  # row -1: nobody known
     shift = np.vstack([mean, pooled_mean[None]])
@@ -390,11 +456,10 @@ def participant_normalised(pack: PackedFeature, participants: np.ndarray, prior:
         for name in ("valid.npy", "length.npy", "missing.npy"):
             shutil.copyfile(pack.folder / name, tmp / name)
         write_json(tmp / "meta.json", {
-            **pack.meta, "normalised": {"by": "participant", "prior": prior,
+            **pack.meta, **identity, "normalised": {"by": "participant", "prior": prior,
                                         "participants": len(np.unique(participants)),
                                         "source": pack.folder.name}})
-    raw_prefix = pack.folder.name.rsplit("-", 1)[0]
-    for stale in cache_root.glob(f"{NORMALISED_PREFIX}-{raw_prefix}-*"):
+    for stale in cache_root.glob(f"{NORMALISED_PREFIX}-{pack.folder.name}-*"):
         if stale != folder and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
     return PackedFeature(folder)

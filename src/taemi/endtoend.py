@@ -51,6 +51,7 @@ from taemi.data import ChallengeData
 from taemi.extract.audio import emotion_model_class
 from taemi.extract.common import find_media, load_model, quiet_model_loading, resolve_model
 from taemi.extract.media import SAMPLE_RATE, MediaError, read_audio
+from taemi.identity import digest_files, folder_digest
 from taemi.models import create_model
 from taemi.training import ClipInputs
 
@@ -342,11 +343,19 @@ def check_backbone(experiment: str, backbone: str, features: dict[str, str],
                 f"the {features[role]!r} pack: give that backbone {role}: null")
 
 
-def media_digest(data: ChallengeData, settings: EndToEndConfig) -> str:
-    """What the raw inputs are: the audio files (names, sizes, times) and transcripts."""
+def media_digest(data: ChallengeData, settings: EndToEndConfig,
+                 cache_dir: str | Path = "cache") -> str:
+    """What the raw inputs are, by content: the audio files, the transcripts, and each
+    encoder given as a local folder (by its files; a Hub name by its name). File digests
+    are quick-checked against manifests in the cache folder (`taemi.identity`)."""
+    cache_dir = Path(cache_dir)
     media = {}
     if settings.audio_model:
-        media = {clip: [path.name, path.stat().st_size, path.stat().st_mtime_ns]
-                 for clip, path in find_media(data.root, "audio").items()}
+        media = digest_files(find_media(data.root, "audio"), cache_dir / "digests-audio.json")
+    encoders = {}
+    for role, model in (("audio", settings.audio_model), ("text", settings.text_model)):
+        if model and Path(model).is_dir():
+            encoders[role] = folder_digest(Path(model),
+                                           cache_dir / f"digests-{role}-encoder.json")
     texts = data.transcripts if settings.text_model else {}
-    return stable_hash({"media": media, "texts": texts}, 16)
+    return stable_hash({"media": media, "texts": texts, "encoders": encoders}, 16)

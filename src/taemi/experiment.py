@@ -29,7 +29,10 @@ from taemi.cache import PackedFeature, build_packed, participant_normalised
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
+from taemi.identity import KIT_VERSION
+from taemi.legacy import legacy_job_fingerprint
 from taemi.metrics import score_table
+from taemi.participants import ensure_participants
 
 PREDICTIONS = ("oof", "test", "holdout")
 
@@ -78,8 +81,6 @@ def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, Pac
                                 workers=1)
              for role, feature in cfg.backbones[backbone].features().items()}
     if cfg.backbones[backbone].normalise == "participant":
-        from taemi.pipeline import ensure_participants
-
         participants = ensure_participants(cfg, data)
         for role in NORMALISED_ROLES:
             if role in packs:
@@ -94,29 +95,31 @@ def labels_digest(labels: pd.DataFrame) -> str:
     return stable_hash(labels.to_csv(index=False), 16)
 
 
-# settings added after jobs were trained without them, whose default trains the same model
-# as before: left out of a job's fingerprint while at that default, so a new option never
-# retrains a finished job
-LATER_TRAIN_KEYS = {"compile": False, "average": 1}
-LATER_MODEL_PARAMS = {"head": "sigmoid"}
+# train settings that change how fast a job runs or where, never what it learns: in no key
+# (threads can move the last bits of a float; see the README on determinism)
+UNKEYED_TRAIN_KEYS = ("threads", "device", "eval_batch_size")
 
 
-def without_later_defaults(settings: dict, later: dict) -> dict:
-    """`settings` as a fingerprint records them: later options at their default left out."""
-    return {k: v for k, v in settings.items() if k not in later or v != later[k]}
+def keyed_train_settings(train: dict) -> dict:
+    return {k: v for k, v in train.items() if k not in UNKEYED_TRAIN_KEYS}
 
 
 def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
                     digest: str, labels: str, media: str | None = None) -> str:
-    """`media`: the raw inputs' digest of an end-to-end experiment (`taemi.endtoend`)."""
+    """A job's key: its model (parameters, defaults included, and the digest of its code),
+    the train settings that change results, its packs' content keys, folds, labels, seed
+    and fold, and the kit's version. `media`: the raw inputs' digest of an end-to-end
+    experiment (`taemi.endtoend`)."""
+    from taemi.models import model_code_digest
+
     exp = cfg.experiments[job.experiment]
     extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
         if exp.endtoend else {}
     return stable_hash({
-        "model": without_later_defaults(exp.model.resolved(), LATER_MODEL_PARAMS),
-        "train": without_later_defaults(cfg.train_for(job.experiment).model_dump(mode="json"),
-                                        LATER_TRAIN_KEYS),
-        "packs": {role: pack.folder.name for role, pack in sorted(packs.items())},
+        "kit": KIT_VERSION, "code": model_code_digest(exp.model.name),
+        "model": exp.model.resolved(),
+        "train": keyed_train_settings(cfg.train_for(job.experiment).model_dump(mode="json")),
+        "packs": {role: pack.key for role, pack in sorted(packs.items())},
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
     })
 
@@ -124,21 +127,64 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
 def job_fingerprints(cfg: Config, experiment: str, data: ChallengeData,
                      folds: pd.DataFrame) -> dict[Job, str]:
     """Each planned job of the experiment and the fingerprint its `done.json` must hold,
-    the packs opened once a backbone (a job checked alone reads them itself)."""
+    the packs opened once a backbone. A job an older kit finished on these very inputs
+    has its `done.json` re-keyed here (`carry_over`), not retrained."""
     digest, labels = folds_digest(folds), labels_digest(data.labels)
     endtoend = cfg.experiments[experiment].endtoend
     media = None
     if endtoend is not None:
         from taemi.endtoend import media_digest
 
-        media = media_digest(data, endtoend)
+        media = media_digest(data, endtoend, cfg.cache.dir)
     jobs = plan_jobs(cfg, experiment, folds)
     out = {}
     for backbone in cfg.backbones_for(experiment):
         packs = open_packs(cfg, data, backbone)
         for job in (j for j in jobs if j.backbone == backbone):
             out[job] = job_fingerprint(cfg, job, packs, digest, labels, media)
+            carry_over(cfg, job, out[job], packs, folds, labels, data)
     return out
+
+
+def carry_over(cfg: Config, job: Job, fingerprint: str, packs: dict[str, PackedFeature],
+               folds: pd.DataFrame, labels: str, data: ChallengeData) -> bool:
+    """Re-key a job that a kit before content keys finished on exactly these inputs (its
+    `done.json` holds the old key of these packs, folds and settings); True if it did."""
+    done = job.folder(cfg.paths.models) / "done.json"
+    if not done.is_file():
+        return False
+    record = read_json(done)
+    if record.get("fingerprint") == fingerprint or "kit" in record:
+        return False  # current, or made by this kit: nothing to carry
+    names = {role: pack.legacy_name for role, pack in packs.items()}
+    if any(name is None for name in names.values()):
+        return False
+    old = legacy_job_fingerprint(cfg, job.experiment, job.seed, job.fold, names, folds,
+                                 labels, data)
+    if record.get("fingerprint") != old:
+        return False
+    write_json(done, {**record, "fingerprint": fingerprint, "kit": KIT_VERSION,
+                      "carried_from": old})
+    return True
+
+
+def stale_reason(cfg: Config, experiment: str, data: ChallengeData,
+                 folds: pd.DataFrame, fingerprints: dict[Job, str] | None = None) -> str | None:
+    """Why the experiment's gathered predictions are not what this config trains (None:
+    they are): a job missing, retrained since, or keyed by other inputs or settings."""
+    cv_path = cfg.paths.models / experiment / "cv.json"
+    if not cv_path.is_file():
+        return "not trained"
+    gathered = read_json(cv_path).get("jobs", {})
+    planned = fingerprints or job_fingerprints(cfg, experiment, data, folds)
+    if set(gathered) != {job.label for job in planned}:
+        return "its jobs are not the ones the config plans (backbones, seeds or folds)"
+    for job, fingerprint in planned.items():
+        if gathered.get(job.label) != fingerprint:
+            return f"job {job.label} is not what the config trains"
+        if not is_done(job.folder(cfg.paths.models), fingerprint):
+            return f"job {job.label} was retrained or lost since it was gathered"
+    return None
 
 
 def ran_on() -> dict:
@@ -218,7 +264,7 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
 
         check_backbone(job.experiment, job.backbone, cfg.backbones[job.backbone].features(),
                        endtoend)
-        media = media_digest(data, endtoend)
+        media = media_digest(data, endtoend, cfg.cache.dir)
     fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds),
                                   labels_digest(data.labels), media)
     folder = job.folder(cfg.paths.models)
@@ -248,7 +294,8 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
             pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
             write_csv(work / f"{kind}.csv",
                       prediction_frame(part_ids[part], pred, job.fold if kind == "oof" else None))
-    summary = {"fingerprint": fingerprint, "job": asdict(job), "best_epoch": outcome.best_epoch,
+    summary = {"fingerprint": fingerprint, "kit": KIT_VERSION, "job": asdict(job),
+               "best_epoch": outcome.best_epoch,
                "selection": train_cfg.selection, "selection_rows": len(part_ids["select"]),
                "selection_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,
                "seconds": outcome.seconds, "ran_on": ran_on()}

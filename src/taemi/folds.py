@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from taemi.artifacts import stable_hash, write_csv
-from taemi.data import ID_COLUMN, TARGETS, DataError, check_ids
+from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, check_ids
 
 HOLDOUT = -1
 SCHEMES = ("train+valid", "train")
@@ -283,6 +283,40 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     return out
 
 
+SELECTION_VERSION = 1  # the rule of `selection_split`: a change re-keys every job
+
+
+def check_given_folds(folds: pd.DataFrame, path: str | os.PathLike,
+                      data: ChallengeData) -> pd.DataFrame:
+    """A folds file a team made (`folds.given: true`) must hold every labelled clip exactly
+    once (`read_folds` checks once), only labelled clips, and at least two CV folds; a
+    held-out fold (-1) is allowed. Anything else is a DataError naming the file and the
+    first offending id."""
+    labelled = set(data.labels[ID_COLUMN])
+    test = set(data.test_ids)
+    for clip in folds[ID_COLUMN]:
+        if clip not in labelled:
+            what = "a test clip, which has no label" if clip in test else "not a known clip"
+            raise DataError(f"{path}: id {clip} is {what}; a folds file holds labelled "
+                            "clips only")
+    listed = set(folds[ID_COLUMN])
+    absent = sorted(labelled - listed)
+    if absent:
+        raise DataError(f"{path}: labelled clip {absent[0]} is in no fold ({len(absent)} "
+                        "labelled clips missing in all); every labelled clip must have a "
+                        f"fold (or {HOLDOUT} to hold it out)")
+    cv = sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT)
+    if len(cv) < 2:
+        raise DataError(f"{path}: {len(cv)} cross-validation fold(s) ({cv}); a folds file "
+                        "needs at least two")
+    return folds
+
+
 def folds_digest(folds: pd.DataFrame) -> str:
-    """A fingerprint of the assignment itself, to prove two models used the same folds."""
-    return stable_hash(list(zip(folds[ID_COLUMN], folds["fold"].astype(int), strict=True)), 16)
+    """A fingerprint of the whole assignment: folds, and the `group` and `purge` columns
+    that decide each fold's training rows and its inner selection split (two groupings with
+    the same fold numbers train different models)."""
+    columns = [c for c in (ID_COLUMN, "fold", "group", "purge") if c in folds.columns]
+    rows = folds[columns].astype({c: np.int64 for c in columns if c != ID_COLUMN})
+    return stable_hash({"rows": rows.to_csv(index=False, lineterminator="\n"),
+                        "selection": SELECTION_VERSION}, 16)

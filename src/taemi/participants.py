@@ -16,17 +16,23 @@ team that knows the true participant ids gives them as a file (`folds.participan
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from taemi.cache import PackedFeature
-from taemi.data import ID_COLUMN, DataError, check_ids
+from taemi.artifacts import read_json, stable_hash, write_csv, write_json
+from taemi.cache import PackedFeature, build_packed
+from taemi.data import ID_COLUMN, ChallengeData, DataError, check_ids
 from taemi.folds import linked_groups
+from taemi.legacy import legacy_participants_key
+
+if TYPE_CHECKING:
+    from taemi.config import Config
 
 MIN_SEPARATION = 1.5  # random-pair over nearest-neighbour distance: identity is decodable
 
@@ -178,3 +184,54 @@ def read_participants(path: str | os.PathLike, ids: list[str]) -> Participants:
         raise DataError(f"{path}: no participant for ids {missing[:5]} ({len(missing)} in all)")
     codes = pd.factorize(pd.Series([known[i] for i in ids]))[0]
     return Participants(list(ids), _renumber(codes), str(path))
+
+
+# ----------------------------------------------------------------- kept beside folds.csv
+
+PARTICIPANTS_VERSION = 2
+
+
+def identity_packs(cfg: Config, data: ChallengeData) -> dict[str, PackedFeature]:
+    """The packs participants are told apart by: `folds.identity_features`, or the first
+    backbone's visual and audio features (packed at their roles' steps)."""
+    first = next(iter(cfg.backbones.values()))
+    names = cfg.folds.identity_features or [f for f in (first.visual, first.audio) if f]
+    steps = {feature: cfg.cache.steps_for(role) for b in cfg.backbones.values()
+             for role, feature in b.features().items()}
+    return {name: build_packed(data, name, steps.get(name, 32), cfg.cache.dir,
+                               cfg.cache.workers) for name in names}
+
+
+def participants_key(packs: dict[str, PackedFeature]) -> str:
+    """What inferred participants are made of: the identity packs' content keys."""
+    return stable_hash({"packs": sorted(p.key for p in packs.values()),
+                        "v": PARTICIPANTS_VERSION})
+
+
+def participants_files(cfg: Config) -> tuple[Path, Path]:
+    folder = Path(cfg.folds.path).parent
+    return folder / "participants.csv", folder / "participants.json"
+
+
+def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
+    """Every clip's participant (labelled and test): the true ids of `folds.participants`,
+    or clusters inferred from face and voice, kept in participants.csv beside folds.csv
+    and redone only when their inputs' contents change."""
+    if cfg.folds.participants is not None:
+        return read_participants(cfg.folds.participants, data.all_ids)
+    packs = identity_packs(cfg, data)
+    key = participants_key(packs)
+    table, meta = participants_files(cfg)
+    info = read_json(meta) if table.is_file() and meta.is_file() else {}
+    old = legacy_participants_key([p.legacy_name for p in packs.values()])
+    if info and info.get("key") != key and old is not None and info.get("key") == old:
+        info["key"] = key  # made by a kit before content keys from these very packs
+        write_json(meta, info)
+    if info.get("key") == key:
+        frame = pd.read_csv(table, dtype={ID_COLUMN: str})
+        return Participants(frame[ID_COLUMN].tolist(), frame["participant"].to_numpy(),
+                            "inferred", [ModalityIdentity(**m) for m in info["modalities"]])
+    found = infer_participants(data.all_ids, packs)
+    write_csv(table, found.frame())
+    write_json(meta, {"key": key, "modalities": [asdict(m) for m in found.modalities]})
+    return found

@@ -15,13 +15,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from taemi.artifacts import read_json, stable_hash, write_csv, write_json
+from taemi.artifacts import read_json, stable_hash, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import Config, ConfigError
-from taemi.data import ID_COLUMN, ChallengeData, DataError, DataReport, open_data
+from taemi.data import ChallengeData, DataError, DataReport, open_data
 from taemi.evidence import Evidence
-from taemi.folds import folds_digest, make_folds, purged, read_folds, write_folds
-from taemi.participants import Participants
+from taemi.folds import (
+    check_given_folds,
+    folds_digest,
+    make_folds,
+    purged,
+    read_folds,
+    write_folds,
+)
+from taemi.participants import Participants, ensure_participants
+from taemi.plan import run_config
 from taemi.progress import echo
 from taemi.synth import SynthParams, generate
 from taemi.tracking import log_experiment, log_stack
@@ -97,6 +105,7 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     data = data or open_data(cfg)
     ensure_cache(cfg, data, report=False)
     folds = ensure_folds(cfg, data)
+    cfg = run_config(cfg, data, folds)
     names = names or list(cfg.experiments)
     for name in names:
         cfg.experiment_dir(name)  # an unknown name is an error before any work
@@ -117,40 +126,6 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     return results
 
 
-def identity_packs(cfg: Config, data: ChallengeData) -> dict[str, PackedFeature]:
-    """The packs participants are told apart by: `folds.identity_features`, or the first
-    backbone's visual and audio features (packed at their roles' steps)."""
-    first = next(iter(cfg.backbones.values()))
-    names = cfg.folds.identity_features or [f for f in (first.visual, first.audio) if f]
-    steps = {feature: cfg.cache.steps_for(role) for b in cfg.backbones.values()
-             for role, feature in b.features().items()}
-    return {name: build_packed(data, name, steps.get(name, 32), cfg.cache.dir,
-                               cfg.cache.workers) for name in names}
-
-
-def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
-    """Every clip's participant (labelled and test): the true ids of `folds.participants`,
-    or clusters inferred from face and voice, kept in participants.csv beside folds.csv
-    and redone only when their inputs change."""
-    from taemi.participants import ModalityIdentity, infer_participants, read_participants
-
-    if cfg.folds.participants is not None:
-        return read_participants(cfg.folds.participants, data.all_ids)
-    packs = identity_packs(cfg, data)
-    key = stable_hash({"packs": sorted(p.folder.name for p in packs.values()), "v": 2})
-    folder = Path(cfg.folds.path).parent
-    table, meta = folder / "participants.csv", folder / "participants.json"
-    if table.is_file() and meta.is_file() and read_json(meta).get("key") == key:
-        frame = pd.read_csv(table, dtype={ID_COLUMN: str})
-        info = read_json(meta)
-        return Participants(frame[ID_COLUMN].tolist(), frame["participant"].to_numpy(),
-                            "inferred", [ModalityIdentity(**m) for m in info["modalities"]])
-    found = infer_participants(data.all_ids, packs)
-    write_csv(table, found.frame())
-    write_json(meta, {"key": key, "modalities": [asdict(m) for m in found.modalities]})
-    return found
-
-
 def inspect_data(cfg: Config, data: ChallengeData, participants: Participants | None = None
                  ) -> tuple[Evidence, str, str]:
     """The evidence on participants and seed videos, and the `group_by` it supports."""
@@ -160,6 +135,16 @@ def inspect_data(cfg: Config, data: ChallengeData, participants: Participants | 
     evidence = gather_evidence(data, participants)
     choice, reason = choose_group_by(evidence)
     return evidence, choice, reason
+
+
+def folds_key(cfg: Config, data: ChallengeData, participants: Participants | None) -> str:
+    """What folds.csv is made of: the folds settings (not where the file lies), the labels,
+    the transcripts and the participants."""
+    settings = cfg.folds.model_dump(mode="json", exclude={"path", "participants", "given"})
+    return stable_hash({
+        "folds": settings, "labels": data.labels.to_csv(index=False),
+        "transcripts": sorted(data.transcripts.items()),
+        "participants": None if participants is None else participants.frame().to_csv()})
 
 
 def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame:
@@ -174,15 +159,12 @@ def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame
     f = cfg.folds
     path = Path(f.path)
     if f.given:
-        return read_folds(path)
+        return check_given_folds(read_folds(path), path, data or open_data(cfg))
     data = data or open_data(cfg)
     record = path.with_name("folds.json")
     participants = (ensure_participants(cfg, data)
                     if f.group_by in ("auto", "participant", "both") else None)
-    key = stable_hash({
-        "folds": f.model_dump(mode="json"), "labels": data.labels.to_csv(index=False),
-        "transcripts": sorted(data.transcripts.items()),
-        "participants": None if participants is None else participants.frame().to_csv()})
+    key = folds_key(cfg, data, participants)
     if path.is_file() and record.is_file() and read_json(record).get("key") == key:
         current = read_folds(path)
         if read_json(record).get("digest") == folds_digest(current):
@@ -219,12 +201,20 @@ def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame
 
 
 def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:
-    """Nested LightGBM stack of the config's `stack` section (skipped when current)."""
-    from taemi.stacking import run_stack
+    """Nested LightGBM stack of the config's `stack` section (skipped when current); every
+    member must be what the config trains."""
+    from taemi.stacking import check_stack, run_stack, stale_members
 
     data = data or open_data(cfg)
     packs = {name: pack for (name, _), pack in ensure_cache(cfg, data, report=False).items()}
-    cv = run_stack(cfg, data, ensure_folds(cfg, data), packs)
+    folds = ensure_folds(cfg, data)
+    cfg = run_config(cfg, data, folds)
+    check_stack(cfg)
+    stale = stale_members(cfg, cfg.stack, data, folds) if cfg.stack is not None else None
+    if stale:
+        raise DataError(f"stack {cfg.stack.name!r}: {stale}; train it first "
+                        "(`taemi train CONFIG`)")
+    cv = run_stack(cfg, data, folds, packs)
     log_stack(cfg, cv)
     return cv
 
@@ -240,18 +230,11 @@ def ensure_tuning(cfg: Config, data: ChallengeData | None = None,
     return run_tuning(cfg, data, n_trials)
 
 
-def robustness_current(folder: Path) -> bool:
-    """Whether the experiment folder's robustness table was made after its last gathering
-    (a retrained experiment's old table describes other models)."""
-    table, cv = folder / "robustness.csv", folder / "cv.json"
-    return table.is_file() and cv.is_file() and \
-        table.stat().st_mtime_ns >= cv.stat().st_mtime_ns
-
-
 def ensure_robustness(cfg: Config, experiment: str) -> Path:
     """The experiment's missing-modality table and plot, redone when it was retrained."""
-    from taemi.robustness import robustness, write_robustness
+    from taemi.robustness import robustness, robustness_current, write_robustness
 
+    cfg = run_config(cfg, open_data(cfg))
     folder = cfg.experiment_dir(experiment)
     table = folder / "robustness.csv"
     if robustness_current(folder):
@@ -271,29 +254,26 @@ def source_folder(cfg: Config, source: str) -> Path:
 
 
 def check_current(cfg: Config, data: ChallengeData, folder: Path) -> None:
-    """Refuse to submit stale predictions: an ensemble whose members, folds or labels
-    changed since it was stacked, or an experiment whose jobs changed since it was
-    gathered, or that the config would retrain."""
-    from taemi.experiment import is_done, job_fingerprints, labels_digest
-    from taemi.stacking import stack_fingerprint
+    """Refuse to submit stale predictions: an ensemble whose members, folds, labels or
+    meta-feature inputs changed since it was stacked, or one of whose members is stale;
+    an experiment whose jobs changed since it was gathered, or that the config would
+    retrain."""
+    from taemi.experiment import stale_reason
+    from taemi.stacking import stack_stale_reason
 
-    cv = read_json(folder / "cv.json")
-    labels = labels_digest(data.labels)
+    folds = read_folds(cfg.folds.path)
     if cfg.stack is not None and folder == cfg.paths.ensembles / cfg.stack.name:
-        if cv.get("fingerprint") != stack_fingerprint(cfg, cfg.stack, labels):
-            raise DataError(f"{folder} is stale: its members, folds or labels changed since "
-                            "it was stacked; rerun `taemi stack CONFIG` first")
+        reason = stack_stale_reason(cfg, data, folds)
+        if reason:
+            raise DataError(f"{folder} is stale: {reason}; rerun `taemi train CONFIG` and "
+                            "`taemi stack CONFIG` (or `taemi run CONFIG`) first")
         return
     name = folder.name
     if name not in cfg.experiments or folder != cfg.paths.models / name:
         return  # a folder outside this config: nothing to check it against
-    gathered = cv.get("jobs", {})
-    for job, fingerprint in job_fingerprints(cfg, name, data, read_folds(cfg.folds.path)).items():
-        if gathered.get(job.label) != fingerprint or \
-                not is_done(job.folder(cfg.paths.models), fingerprint):
-            raise DataError(f"{folder} is stale: job {job.label} is not what the config "
-                            "trains, or its predictions were not gathered; rerun "
-                            "`taemi train CONFIG` first")
+    reason = stale_reason(cfg, name, data, folds)
+    if reason:
+        raise DataError(f"{folder} is stale: {reason}; rerun `taemi train CONFIG` first")
 
 
 def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = False,
@@ -303,6 +283,7 @@ def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = Fal
     from taemi.submission import make_submission, write_submission
 
     data = data or open_data(cfg)
+    cfg = run_config(cfg, data)
     folder = source_folder(cfg, source)
     check_current(cfg, data, folder)
     predictions = read_predictions(folder / "test.csv")
@@ -313,8 +294,6 @@ def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = Fal
 
 def run_all(cfg: Config) -> dict:
     """The end-to-end run: every step in order, each skipped when its artifacts are current."""
-    from taemi.artifacts import read_json
-    from taemi.config import config_from_dict, deep_merge
     from taemi.report import write_report
     from taemi.stacking import check_stack
 
@@ -325,11 +304,8 @@ def run_all(cfg: Config) -> dict:
     if cfg.tune is not None:
         overlay = ensure_tuning(cfg, data)
         if cfg.tune.apply:
-            import yaml
-
-            tuned = deep_merge(cfg.resolved(), yaml.safe_load(overlay.read_text()))
-            cfg = config_from_dict(tuned, str(overlay))
             echo(f"training with the tuned parameters of {overlay}")
+    cfg = run_config(cfg, data)
     results = {"experiments": train_experiments(cfg, data=data)}
     for name, exp in cfg.experiments.items():
         if exp.measures_robustness:

@@ -21,8 +21,8 @@ import pandas as pd
 from taemi.artifacts import read_json, write_json, write_text
 from taemi.config import Config
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
-from taemi.pipeline import robustness_current
 from taemi.plots import grouped_bars, oof_scatter
+from taemi.robustness import robustness_current
 from taemi.stacking import METHODS
 
 

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from taemi.artifacts import read_json, write_csv
+from taemi.artifacts import read_json, remove_stale_temporaries, stable_hash, write_csv, write_json
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
 from taemi.experiment import experiment_folds, open_packs, plan_jobs
 from taemi.folds import read_folds
 from taemi.metrics import score_table
-from taemi.models import create_model
 from taemi.plots import bar_chart
 from taemi.progress import progress
-from taemi.training import ClipInputs, pick_device, predict
+
+ROBUSTNESS_VERSION = 1  # the conditions and how they are scored
+RECORD = "robustness.json"
 
 CONDITIONS: list[tuple[str, ...]] = [()] + [(r,) for r in ROLES] + list(
     itertools.combinations(ROLES, 2))
@@ -50,6 +50,11 @@ def resolve_experiment(name_or_dir: str | os.PathLike,
 
 def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
     """Out-of-fold mean Pearson of the experiment with each modality (pair) removed."""
+    import torch
+
+    from taemi.models import create_model
+    from taemi.training import ClipInputs, pick_device, predict
+
     if cfg.experiments[experiment].endtoend is not None:
         raise ConfigError(f"experiment {experiment!r} trains its encoders end to end: "
                           "`taemi robustness` scores experiments on packed features only")
@@ -88,9 +93,31 @@ def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
     return table
 
 
+def robustness_key(folder: Path) -> str | None:
+    """What a robustness table is made from: the fold models its experiment's cv.json
+    gathered (their job keys), and the scoring's version; None before any gathering."""
+    cv = folder / "cv.json"
+    if not cv.is_file():
+        return None
+    return stable_hash({"jobs": read_json(cv).get("jobs"), "v": ROBUSTNESS_VERSION})
+
+
+def robustness_current(folder: Path) -> bool:
+    """Whether the experiment folder's robustness table measured the models it holds now
+    (a retrained experiment's old table describes other models)."""
+    record = folder / RECORD
+    return (folder / "robustness.csv").is_file() and record.is_file() and \
+        robustness_key(folder) is not None and \
+        read_json(record).get("key") == robustness_key(folder)
+
+
 def write_robustness(cfg: Config, experiment: str, table: pd.DataFrame) -> Path:
-    """Write robustness.csv and robustness.png beside the experiment's cv.json."""
+    """Write robustness.csv and robustness.png beside the experiment's cv.json, then the
+    record of which models they measured (last: a killed write leaves the table stale)."""
     folder = cfg.experiment_dir(experiment)
+    remove_stale_temporaries(folder, "robustness*")  # what a killed write left behind
     write_csv(folder / "robustness.csv", table.reset_index())
-    return bar_chart(table["mean"], folder / "robustness.png",
+    plot = bar_chart(table["mean"], folder / "robustness.png",
                      f"{experiment}: out-of-fold mean Pearson with modalities removed")
+    write_json(folder / RECORD, {"key": robustness_key(folder)})
+    return plot

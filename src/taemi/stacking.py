@@ -33,8 +33,9 @@ from sklearn.model_selection import GroupShuffleSplit
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.config import Config, ConfigError, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
-from taemi.experiment import labels_digest, prediction_frame
+from taemi.experiment import labels_digest, prediction_frame, stale_reason
 from taemi.folds import HOLDOUT, folds_digest, label_groups
+from taemi.identity import file_digest
 from taemi.metrics import score_table
 from taemi.progress import progress
 
@@ -293,18 +294,67 @@ def check_stack(cfg: Config) -> None:
                               f"parameter {key!r}; it takes {sorted(known)}")
 
 
-def stack_fingerprint(cfg: Config, stack: StackConfig, labels: str = "") -> str:
-    """What the stack's outputs depend on: its config, the stacker's parameters (defaults
-    included, so a changed default restacks), its members' predictions, the folds and the
-    labels (`experiment.labels_digest`)."""
+def stack_fingerprint(cfg: Config, stack: StackConfig, data: ChallengeData,
+                      folds: pd.DataFrame, packs: dict[str, object] | None = None) -> str:
+    """What the stack's outputs depend on, by content: its config, the stacker's parameters
+    (defaults included, so a changed default restacks), its members' predictions and the
+    jobs they were gathered from, the folds, the labels, and the inputs of its meta
+    features (the packs' keys, the transcripts)."""
     members = {}
     for name, (folder, _) in _members(cfg, stack).items():
-        members[name] = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                         for f in (folder / "oof.csv", folder / "test.csv")]
+        experiment = name.split("/")[0]
+        cv_path = cfg.paths.models / experiment / "cv.json"
+        jobs = read_json(cv_path).get("jobs") if cv_path.is_file() else None
+        members[name] = {"files": [file_digest(f) if f.is_file() else None
+                                   for f in (folder / "oof.csv", folder / "test.csv")],
+                         "jobs": jobs}
+    meta = {}
+    if {"lengths", "missing"} & set(stack.meta_features):
+        meta["packs"] = sorted(getattr(p, "key", str(p)) for p in (packs or {}).values())
+    if "transcript_length" in stack.meta_features:
+        meta["transcripts"] = stable_hash(sorted(data.transcripts.items()))
     lightgbm = LGBMStacker(**stack.lightgbm).get_params()
     return stable_hash({"stack": stack.model_dump(mode="json"), "lightgbm": lightgbm,
-                        "members": members, "folds": str(cfg.folds.path),
-                        "labels": labels})
+                        "members": members, "folds": folds_digest(folds),
+                        "labels": labels_digest(data.labels), "meta": meta})
+
+
+def stale_members(cfg: Config, stack: StackConfig, data: ChallengeData,
+                  folds: pd.DataFrame) -> str | None:
+    """The first member the config would retrain, and why (None: all are current)."""
+    for experiment in stack.experiments:
+        reason = stale_reason(cfg, experiment, data, folds)
+        if reason:
+            return f"member {experiment!r}: {reason}"
+    return None
+
+
+def stack_stale_reason(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
+                       packs: dict[str, object] | None = None) -> str | None:
+    """Why the config's stack on disk is not what it would stack now (None: current)."""
+    stack = cfg.stack
+    if stack is None:
+        return "the config has no stack"
+    record = cfg.paths.ensembles / stack.name / "cv.json"
+    if not record.is_file():
+        return "not stacked"
+    reason = stale_members(cfg, stack, data, folds)
+    if reason:
+        return reason
+    if packs is None and {"lengths", "missing"} & set(stack.meta_features):
+        packs = meta_packs(cfg, data)
+    if read_json(record).get("fingerprint") != stack_fingerprint(cfg, stack, data, folds,
+                                                                  packs):
+        return "its members, folds, labels or meta-feature inputs changed since it was stacked"
+    return None
+
+
+def meta_packs(cfg: Config, data: ChallengeData) -> dict[str, object]:
+    """The raw packs the meta features read (lengths, missing flags), by feature name."""
+    from taemi.cache import build_packed
+
+    return {name: build_packed(data, name, steps, cfg.cache.dir, cfg.cache.workers)
+            for name, steps in cfg.packed_features()}
 
 
 def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
@@ -315,7 +365,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         raise DataError("the config has no `stack` section")
     check_stack(cfg)
     out = cfg.paths.ensembles / stack.name
-    fingerprint = stack_fingerprint(cfg, stack, labels_digest(data.labels))
+    fingerprint = stack_fingerprint(cfg, stack, data, folds, packs)
     if (out / "cv.json").is_file() and read_json(out / "cv.json").get("fingerprint") == \
             fingerprint:
         return read_json(out / "cv.json")

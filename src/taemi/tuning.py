@@ -3,14 +3,25 @@
 Searched: each modality's dropout probability, attention, hidden and head dropout, in the
 ranges of the config's `tune` section. The objective is the mean over the chosen folds of
 the best mean Pearson on each fold's inner selection split (part of the fold's own
-training rows, `taemi.folds.selection_split`): no row a CV score is computed on ever
-reaches a trial, and trials use seeds no final job uses. Every epoch is reported to the
-trial and a MedianPruner stops poor trials early.
+training rows, `taemi.folds.selection_split`); trials use seeds no final job uses. Every
+epoch is reported to the trial and a MedianPruner stops poor trials early.
+
+What the choice saw, plainly: a tuning fold's training rows are the other folds' rows,
+so the chosen rates were fitted and judged on rows that those folds' OOF predictions
+score. The CV of a tuned experiment on those folds has seen the choice; `study.json`,
+best.yaml, the experiment's cv.json and the report name those folds.
+
+A study is keyed by everything its objective reads (`study_inputs`: the tuning
+backbone's packs by content, folds, labels, the model and its code, train settings,
+ranges, tuning folds, epochs and seeds): `<base>-<key[:8]>`, base being `tune.study_name`
+or `<config name>-<experiment>`. A changed input is a new study; `n_trials`, workers and
+storage are in no key, so more trials resume the same study.
 
     runs/tune/<study>/optuna.journal   the study (JournalFileBackend: safe for several
                                        worker processes on one machine)
-    runs/tune/<study>/best.yaml        the best parameters, as a config overlay:
-                                       taemi train CONFIG --overlay .../best.yaml
+    runs/tune/<study>/best.yaml        the best parameters, as a config overlay, applied
+                                       by every command while `tune.apply` is on
+    runs/tune/<study>/study.json       its key, trials, and the folds its choice saw
 
 Several workers share one study. `tune.workers` (or `--workers`) runs that many worker
 processes on this machine, each with its share of the cores as torch threads; on many
@@ -30,20 +41,24 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 import yaml
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from taemi.artifacts import stable_hash, write_text
+from taemi.artifacts import read_json, stable_hash, write_json, write_text
 from taemi.config import Config, ConfigError, TuneConfig, config_from_dict, mask_url
-from taemi.data import ChallengeData, labels_matrix
-from taemi.experiment import fold_inputs, open_packs
-from taemi.folds import read_folds
+from taemi.data import ChallengeData, labels_matrix, open_data
+from taemi.experiment import fold_inputs, keyed_train_settings, labels_digest, open_packs
+from taemi.folds import HOLDOUT, folds_digest, read_folds
+from taemi.identity import KIT_VERSION
+from taemi.models import model_code_digest
 from taemi.progress import echo, progress, set_quiet
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -51,14 +66,76 @@ RUNNING = optuna.trial.TrialState.RUNNING
 MODALITIES = ("text", "visual", "audio")
 
 
-def study_dir(cfg: Config) -> Path:
-    tune = _tune(cfg)
-    return tune.dir / study_name(cfg)
+@dataclass(frozen=True)
+class StudyRef:
+    """One study: its name on the storage, its folder (journal, best.yaml, study.json), its
+    key, and the CV folds whose rows its choices saw."""
+
+    name: str
+    folder: Path
+    key: str
+    saw_folds: tuple[int, ...]
 
 
-def study_name(cfg: Config) -> str:
+# tune settings that change how the search runs, not what a trial computes: in no key
+UNKEYED_TUNE_KEYS = {"n_trials", "workers", "storage", "study_name", "dir", "apply",
+                     "heartbeat_interval", "grace_period"}
+
+
+def study_base(cfg: Config) -> str:
     tune = _tune(cfg)
     return tune.study_name or f"{cfg.name}-{tune.experiment}"
+
+
+def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame) -> dict:
+    """Everything a trial's objective reads: the tuning backbone's packs (by content), the
+    folds, the labels, the model and its code, the train settings that change results, the
+    ranges, tuning folds, epochs and seeds, and the kit's version."""
+    tune = _tune(cfg)
+    backbone = tune.backbone or cfg.backbones_for(tune.experiment)[0]
+    packs = open_packs(cfg, data, backbone)
+    spec = cfg.experiments[tune.experiment].model
+    return {
+        "kit": KIT_VERSION, "code": model_code_digest(spec.name),
+        "model": untuned_params(spec.resolved(), tune.ranges),
+        "train": keyed_train_settings(cfg.train_for(tune.experiment).model_dump(mode="json")),
+        "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS),
+        "backbone": backbone, "packs": {r: p.key for r, p in sorted(packs.items())},
+        "folds": folds_digest(folds), "labels": labels_digest(data.labels),
+    }
+
+
+def untuned_params(params: dict, ranges: dict) -> dict:
+    """The model parameters the search does not set: a study's key leaves the tuned ones
+    out, so the config with the best parameters merged keys the same study."""
+    tuned = {k for k in ranges if k not in (*MODALITIES, "modality")}
+    out = {k: v for k, v in params.items() if k not in tuned}
+    rates = out.get("modality_dropout")
+    if "modality" in ranges:
+        out.pop("modality_dropout", None)
+    elif isinstance(rates, dict):
+        out["modality_dropout"] = {m: r for m, r in rates.items() if m not in ranges}
+    elif ranges.keys() & set(MODALITIES):
+        out.pop("modality_dropout", None)
+    if out.get("modality_dropout") == {}:  # every rate tuned: as if none were given
+        out.pop("modality_dropout")
+    return out
+
+
+def seen_folds(folds: pd.DataFrame, tuning_folds: list[int]) -> tuple[int, ...]:
+    """The CV folds whose rows a study's trials learn from or are judged on: every fold's
+    training rows are the other folds' rows, so these are scored by the CV."""
+    cv = sorted(int(f) for f in folds["fold"].unique() if f != HOLDOUT)
+    return tuple(f for f in cv if any(f != t for t in tuning_folds))
+
+
+def current_study(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None
+                  ) -> StudyRef:
+    """The study these inputs make: `<base>-<key>` (a changed input is a new study)."""
+    folds = read_folds(cfg.folds.path) if folds is None else folds
+    key = stable_hash(study_inputs(cfg, data, folds))
+    name = f"{study_base(cfg)}-{key[:8]}"
+    return StudyRef(name, _tune(cfg).dir / name, key, seen_folds(folds, _tune(cfg).folds))
 
 
 def _tune(cfg: Config) -> TuneConfig:
@@ -106,26 +183,61 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         self._tpe.after_trial(study, trial, state, values)
 
 
-def open_study(cfg: Config) -> optuna.Study:
-    """Create or load the study on its storage (a journal file unless an RDB URL is given)."""
+def study_storage(cfg: Config, folder: Path) -> optuna.storages.BaseStorage:
+    """The RDB of `tune.storage`, or the journal file in the study's folder."""
     tune = _tune(cfg)
     if tune.storage:
-        storage = _rdb_storage(tune)
-    else:
-        folder = study_dir(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+        return _rdb_storage(tune)
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+
+
+def open_study(cfg: Config, ref: StudyRef) -> optuna.Study:
+    """Create or load the study on its storage (a journal file unless an RDB URL is given)."""
+    tune = _tune(cfg)
+    storage = study_storage(cfg, ref.folder)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                          n_warmup_steps=tune.pruner_warmup_epochs)
     sampler = TrialSeededTPE(tune.seed)
     try:  # loading writes nothing; creating an existing study would append to the journal
-        return optuna.load_study(study_name=study_name(cfg), storage=storage, sampler=sampler,
+        return optuna.load_study(study_name=ref.name, storage=storage, sampler=sampler,
                                  pruner=pruner)
     except KeyError:
-        return optuna.create_study(study_name=study_name(cfg), storage=storage,
+        adopt_legacy_study(cfg, ref, storage)
+        return optuna.create_study(study_name=ref.name, storage=storage,
                                    direction="maximize", sampler=sampler, pruner=pruner,
                                    load_if_exists=True)
+
+
+LEGACY_MARK = "carried.json"
+
+
+def adopt_legacy_study(cfg: Config, ref: StudyRef, storage: optuna.storages.BaseStorage
+                       ) -> bool:
+    """Copy a study that a kit before study keys ran (named `<base>`, its inputs never
+    recorded) into `ref`, once, when its trials searched the same ranges; True if done."""
+    base = study_base(cfg)
+    old_folder = _tune(cfg).dir / base
+    if (old_folder / LEGACY_MARK).is_file():
+        return False
+    old_storage = storage if _tune(cfg).storage else (
+        study_storage(cfg, old_folder) if (old_folder / "optuna.journal").is_file() else None)
+    if old_storage is None:
+        return False
+    try:
+        old = optuna.load_study(study_name=base, storage=old_storage)
+    except KeyError:
+        return False
+    spaces = {tuple(sorted((k, (d.low, d.high)) for k, d in t.distributions.items()))
+              for t in old.get_trials(deepcopy=False, states=FINISHED)}
+    wanted = tuple(sorted((k, tuple(v)) for k, v in _tune(cfg).ranges.items()))
+    if spaces != {wanted}:
+        return False
+    optuna.copy_study(from_study_name=base, from_storage=old_storage, to_storage=storage,
+                      to_study_name=ref.name)
+    write_json(old_folder / LEGACY_MARK, {"carried_to": ref.name, "key": ref.key})
+    return True
 
 
 def rdb_url(url: str) -> str:
@@ -229,7 +341,7 @@ def trial_seed(seed: int, fold: int) -> int:
     return seed * 1000 + 500 + fold
 
 
-def make_objective(cfg: Config, data: ChallengeData, target: int):
+def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef):
     """The study's objective: mean best selection-split Pearson over the tuning folds."""
     import torch
 
@@ -262,7 +374,7 @@ def make_objective(cfg: Config, data: ChallengeData, target: int):
             seed = trial_seed(tune.seed, fold)
             seed_everything(seed)
             model = create_model(exp.model.name, dims=inputs.dims, **params)
-            workdir = study_dir(cfg) / f"trial{trial.number}" / f"fold{fold}"
+            workdir = ref.folder / f"trial{trial.number}" / f"fold{fold}"
             outcome = fit_fold(
                 model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
                 index["select"], labels_matrix(data.labels, part_ids["select"]), train_cfg,
@@ -277,21 +389,42 @@ def make_objective(cfg: Config, data: ChallengeData, target: int):
     return objective
 
 
-def overlay_text(cfg: Config, study: optuna.Study) -> str:
+def overlay_text(cfg: Config, study: optuna.Study, ref: StudyRef) -> str:
     """The best trial's parameters as a YAML overlay for `taemi train --overlay`."""
     tune = _tune(cfg)
     best = study.best_trial
     params = merged_params(cfg, suggest(optuna.trial.FixedTrial(best.params), tune.ranges))
     overlay = {"experiments": {tune.experiment: {"model": params}}}
-    header = (f"# Optuna study {study_name(cfg)}: best of {finished_trials(study)} trials, "
-              f"trial {best.number}, mean Pearson {best.value:.4f}\n")
+    header = (f"# Optuna study {ref.name}: best of {finished_trials(study)} trials, "
+              f"trial {best.number}, mean Pearson {best.value:.4f}\n"
+              f"# chosen on rows of CV folds {list(ref.saw_folds)} (their OOF scores saw "
+              "this choice)\n")
     return header + yaml.safe_dump(overlay, sort_keys=True)
 
 
-def write_overlay(cfg: Config, study: optuna.Study) -> Path:
-    path = study_dir(cfg) / "best.yaml"
-    write_text(path, overlay_text(cfg, study))
+def write_overlay(cfg: Config, study: optuna.Study, ref: StudyRef) -> Path:
+    """best.yaml, then study.json: the record `tuned_overlay` trusts, written last."""
+    path = ref.folder / "best.yaml"
+    write_text(path, overlay_text(cfg, study, ref))
+    write_json(ref.folder / STUDY_RECORD, {
+        "study": ref.name, "key": ref.key, "finished": finished_trials(study),
+        "best_trial": study.best_trial.number, "best_value": study.best_trial.value,
+        "saw_rows_of_folds": list(ref.saw_folds)})
     return path
+
+
+STUDY_RECORD = "study.json"
+
+
+def tuned_overlay(cfg: Config, ref: StudyRef) -> Path | None:
+    """The current study's best.yaml, if that study has reached `tune.n_trials`."""
+    record = ref.folder / STUDY_RECORD
+    if not record.is_file() or not (ref.folder / "best.yaml").is_file():
+        return None
+    info = read_json(record)
+    if info.get("key") != ref.key or info.get("finished", 0) < _tune(cfg).n_trials:
+        return None
+    return ref.folder / "best.yaml"
 
 
 class SurplusTrial(Exception):
@@ -324,7 +457,7 @@ def worker_threads(cfg: Config) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // _tune(cfg).workers)
 
 
-def tune_worker(cfg: Config, data: ChallengeData, target: int) -> None:
+def tune_worker(cfg: Config, data: ChallengeData, target: int, ref: StudyRef) -> None:
     """One worker: run trials until the study has `target` finished ones, waiting (not
     starting more) while other workers' running trials would reach it."""
     import torch
@@ -333,11 +466,11 @@ def tune_worker(cfg: Config, data: ChallengeData, target: int) -> None:
     threads = worker_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
-    study = open_study(cfg)
-    objective = make_objective(cfg, data, target)
+    study = open_study(cfg, ref)
+    objective = make_objective(cfg, data, target, ref)
     heartbeat = tune.storage is not None  # RDB storage beats; the journal does not
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bar = progress(total=target, desc=f"tune {study_name(cfg)}", unit="trial")
+    bar = progress(total=target, desc=f"tune {ref.name}", unit="trial")
     while True:
         reclaimed = reclaim_dead_trials(study)
         if reclaimed:
@@ -358,27 +491,27 @@ def tune_worker(cfg: Config, data: ChallengeData, target: int) -> None:
     bar.close()
 
 
-def _spawned_worker(cfg_tree: dict, target: int, quiet: bool) -> None:
-    from taemi.data import open_data
-
+def _spawned_worker(cfg_tree: dict, target: int, quiet: bool, ref: StudyRef) -> None:
     set_quiet(quiet)
     cfg = config_from_dict(cfg_tree)
-    tune_worker(cfg, open_data(cfg), target)
+    tune_worker(cfg, open_data(cfg), target, ref)
 
 
 def run_tuning(cfg: Config, data: ChallengeData, n_trials: int | None = None) -> Path:
-    """Run (or resume) the study until it has `n_trials` finished trials; write best.yaml.
+    """Run (or resume) the current study until it has `n_trials` finished trials; write
+    best.yaml and study.json.
 
     With `tune.workers` > 1 the extra workers are spawned processes of this machine."""
     tune = _tune(cfg)
     target = n_trials or tune.n_trials
+    ref = current_study(cfg, data)
     context = multiprocessing.get_context("spawn")  # no forked torch or database state
-    others = [context.Process(target=_spawned_worker, args=(cfg.resolved(), target, True),
+    others = [context.Process(target=_spawned_worker, args=(cfg.resolved(), target, True, ref),
                               name=f"tune-worker-{i}") for i in range(1, tune.workers)]
     for process in others:
         process.start()
     try:
-        tune_worker(cfg, data, target)
+        tune_worker(cfg, data, target, ref)
     finally:
         for process in others:
             process.join()
@@ -386,7 +519,7 @@ def run_tuning(cfg: Config, data: ChallengeData, n_trials: int | None = None) ->
     if failed:
         raise RuntimeError(f"tune: worker process(es) {failed} failed; their trials are "
                            f"marked failed and queued again: run `taemi tune` again")
-    study = open_study(cfg)
+    study = open_study(cfg, ref)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        raise RuntimeError(f"study {study_name(cfg)} has no completed trial")
-    return write_overlay(cfg, study)
+        raise RuntimeError(f"study {ref.name} has no completed trial")
+    return write_overlay(cfg, study, ref)

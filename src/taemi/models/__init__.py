@@ -15,6 +15,13 @@ its authors published it (`paper.py`); `taemi` is the kit's own variant (`taemi.
 """
 
 from taemi.models import baselines, paper, taemi  # noqa: F401  (registers the models)
-from taemi.models._registry import create_model, list_models, model_parameters, register_model
+from taemi.models._registry import (
+    create_model,
+    list_models,
+    model_code_digest,
+    model_parameters,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "model_parameters", "register_model"]
+__all__ = ["create_model", "list_models", "model_code_digest", "model_parameters",
+           "register_model"]

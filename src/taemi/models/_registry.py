@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from taemi.identity import code_digest
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -30,6 +32,12 @@ def model_parameters(name: str) -> dict[str, object]:
     fn = get_model_fn(name)
     return {p.name: p.default for p in inspect.signature(fn).parameters.values()
             if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def model_code_digest(name: str) -> str:
+    """A digest of the registered model's source (its file and the kit's model modules it
+    uses): edited model code gives its jobs a new key."""
+    return code_digest(get_model_fn(name))
 
 
 def get_model_fn(name: str) -> Callable[..., nn.Module]:

@@ -1,0 +1,120 @@
+"""What made an artifact: digests of file contents and of code, never of paths or times.
+
+Every artifact's key is a digest of exactly what made it, so a project copied to another
+folder or machine (new paths, new mtimes) finds its work current, and a changed input or
+changed code is never mistaken for the old one.
+
+File digests are quick-checked as rsync does: a digest recorded beside a file's size and
+mtime (`DigestBook`) is trusted while both are unchanged, and the bytes are read again
+when either differs. The first run after a copy reads every file once; later runs only
+stat them.
+
+Code digests hash the parsed source (`ast.dump`), so comments and formatting change no
+key; a changed statement or docstring does.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+
+import taemi
+
+KIT_VERSION = taemi.__version__
+_CHUNK = 1 << 20
+
+Stat = tuple[str, int, int]  # file name, size, mtime_ns
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The digest of a file's bytes (BLAKE2b, 128 bits)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def quick_stat(path: Path) -> Stat:
+    stat = path.stat()
+    return path.name, stat.st_size, stat.st_mtime_ns
+
+
+class DigestBook:
+    """Content digests of files, each trusted while its (name, size, mtime) is the one it
+    was recorded with (`known`: stat -> digest, from an earlier manifest)."""
+
+    def __init__(self, known: dict[Stat, str] | None = None) -> None:
+        self.known = dict(known or {})
+        self.read = 0  # files whose bytes had to be read
+
+    def digest(self, path: Path) -> tuple[Stat, str]:
+        stat = quick_stat(path)
+        found = self.known.get(stat)
+        if found is None:
+            found = self.known[stat] = file_digest(path)
+            self.read += 1
+        return stat, found
+
+
+def digest_files(files: dict[str, Path], manifest: Path) -> dict[str, str]:
+    """Content digests of `files` (name -> path), quick-checked against the JSON `manifest`
+    of an earlier call, which is rewritten when anything had to be read."""
+    from taemi.artifacts import read_json, write_json
+
+    known = {}
+    if manifest.is_file():
+        try:
+            known = {tuple(e[:3]): e[3] for e in read_json(manifest).values()}
+        except (OSError, ValueError, TypeError, IndexError):
+            known = {}  # a damaged manifest only costs reading the files again
+    book = DigestBook(known)
+    stats, digests = {}, {}
+    for name, path in files.items():
+        stats[name], digests[name] = book.digest(path)
+    if book.read or not manifest.is_file():
+        write_json(manifest, {n: [*stats[n], digests[n]] for n in sorted(files)})
+    return digests
+
+
+def folder_digest(folder: Path, manifest: Path) -> str:
+    """One digest of every file under `folder` (a local model's weights, say)."""
+    files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return hashlib.blake2b(repr(sorted(digest_files(files, manifest).items())).encode(),
+                           digest_size=16).hexdigest()
+
+
+def source_files_digest(paths: Iterable[str | os.PathLike]) -> str:
+    """One digest of several Python files' parsed source (order-independent)."""
+    return hashlib.blake2b("".join(sorted(_ast_digest(str(p)) for p in paths)).encode(),
+                           digest_size=8).hexdigest()
+
+
+@cache
+def _ast_digest(path: str) -> str:
+    tree = ast.dump(ast.parse(Path(path).read_text()), include_attributes=False)
+    return hashlib.blake2b(tree.encode(), digest_size=8).hexdigest()
+
+
+def code_digest(fn: Callable) -> str:
+    """The code a registered function runs: its own module's file and the kit's shared
+    modules it imports from (`taemi.*` files), so a team's model in its own file is keyed
+    by that file."""
+    module = inspect.getmodule(fn)
+    if module is None or not getattr(module, "__file__", None):
+        return hashlib.blake2b(repr(fn).encode(), digest_size=8).hexdigest()
+    files = {module.__file__}
+    for value in vars(module).values():
+        owner = getattr(value, "__module__", None) if not inspect.ismodule(value) \
+            else value.__name__
+        if not owner or not owner.startswith("taemi.models"):
+            continue
+        imported = inspect.getmodule(value) if not inspect.ismodule(value) else value
+        if imported is not None and getattr(imported, "__file__", None):
+            files.add(imported.__file__)
+    return source_files_digest(files)
