@@ -254,3 +254,44 @@ def test_no_import_cycle_among_the_package_modules() -> None:
         if node not in state:
             visit(node)
     assert len(graph) > 20  # the walk saw the package
+
+
+# ------------------------------------------------------------- stacks and submissions
+
+
+def test_a_stale_stack_is_never_submitted_and_the_report_marks_it(copied, tmp_path) -> None:
+    from taemi.config import StackConfig
+    from taemi.pipeline import ensure_stack, ensure_submission
+    from taemi.report import write_report
+
+    work = tmp_path / "p"
+    copy_with_new_times(copied.paths.models.parent, work)
+    base = grid_config(work / "data", work)
+    cfg = base.model_copy(update={
+        "stack": StackConfig(name="s", experiments=["t"], method="ridge",
+                             meta_features=["transcript_length"]),
+        "paths": base.paths.model_copy(update={"ensembles": work / "ensembles",
+                                               "submissions": work / "submissions",
+                                               "reports": work / "reports"})})
+    ensure_stack(cfg)
+    assert ensure_submission(cfg, "s", "first").is_file()
+
+    def statuses(config) -> dict[str, str]:
+        board = read_json(write_report(config, open_data(config)).with_suffix(".json"))
+        return {row["entry"]: row["status"] for row in board}
+
+    assert not any(statuses(cfg).values())
+    retrained = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
+    with pytest.raises(DataError, match=r"stale: member 't'"):
+        ensure_submission(retrained, "s", "other-settings")
+    marks = statuses(retrained)
+    assert marks["t"].startswith("stale") and marks["ridge stack"].startswith("stale")
+
+    texts = work / "data" / "transcripts.csv"
+    frame = pd.read_csv(texts, dtype={"Filename": str}, keep_default_na=False)
+    frame.loc[0, frame.columns[1]] = "a transcript redone by another whisper"
+    frame.to_csv(texts, index=False)
+    with pytest.raises(DataError, match=r"stale: its members, folds, labels or meta-feature"):
+        ensure_submission(cfg, "s", "new-transcripts")
+    marks = statuses(cfg)
+    assert marks["ridge stack"].startswith("stale") and not marks["t"]

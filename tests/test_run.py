@@ -83,3 +83,42 @@ def test_rerun_skips_what_is_current_and_redoes_what_is_lost(demo_run, capsys) -
     redone = sorted({str(Path(k).parent) for k in before if after.get(k) != before[k]})
     job_dirs = [d for d in redone if "/seed" in d and "/fold" in d]
     assert job_dirs == [str(lost.parent)]
+
+
+def test_train_and_submit_after_run_agree_with_it(demo_run) -> None:
+    """`taemi train` after `taemi run` on a config that tunes trains nothing (it uses the
+    current study's parameters), and the run's own experiment is current to submit."""
+    path, _ = demo_run
+    models = path.parent / "models"
+    before = files(models)
+    assert main(["train", str(path), "-q"]) == 0
+    assert files(models) == before
+    assert main(["submit", str(path), "-q", "--from", "tiny-taemi", "--name", "exp"]) == 0
+
+
+def test_the_step_by_step_commands_make_what_run_makes(demo_run, tmp_path: Path) -> None:
+    """The README's sequence, command by command, gives byte-identical predictions to
+    `taemi run` (in another folder), and `taemi run` after it redoes nothing."""
+    import yaml
+
+    from conftest import run_config_tree
+
+    path, _ = demo_run
+    config = tmp_path / "tinyrun.yaml"
+    config.write_text(yaml.safe_dump(run_config_tree(tmp_path)))
+    c = str(config)
+    for argv in (["cache", c], ["inspect", c], ["folds", c], ["tune", c], ["train", c],
+                 ["robustness", "tiny-taemi", "--models", str(tmp_path / "models")],
+                 ["stack", c], ["submit", c, "--from", "tiny-stack", "--name", "tiny-stack"],
+                 ["validate", str(tmp_path / "submissions" / "tiny-stack.csv"), "--config", c],
+                 ["report", c]):
+        assert main([*argv, "-q"]) == 0, argv
+    watched = [tmp_path / d for d in ("cache", "models", "ensembles", "submissions", "tune")]
+    before = {k: v for folder in watched for k, v in files(folder).items()}
+    assert main(["run", c, "-q"]) == 0
+    after = {k: v for folder in watched for k, v in files(folder).items()}
+    assert [k for k in before if after.get(k) != before[k]] == []
+    theirs = path.parent
+    for part in ("ensembles/tiny-stack/test.csv", "models/tiny-taemi/test.csv",
+                 "models/tiny-audio/oof.csv", "submissions/tiny-stack.csv"):
+        assert (tmp_path / part).read_bytes() == (theirs / part).read_bytes(), part

@@ -57,10 +57,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from taemi.pipeline import ensure_cache
+    from taemi.pipeline import ensure_cache, ensure_data
 
     cfg = _config(args)
-    for (name, steps), pack in ensure_cache(cfg).items():
+    for (name, steps), pack in ensure_cache(cfg, ensure_data(cfg)).items():
         echo(f"{name} (K={steps}): {pack.folder}")
 
 

@@ -343,8 +343,10 @@ def _score(frame: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, float]
     return score_table(labels_matrix(labels, frame[ID_COLUMN]), frame[list(TARGETS)].to_numpy())
 
 
-def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataFrame) -> dict:
-    """Gather the fold models into OOF and test predictions at each level, and cv.json."""
+def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataFrame,
+              tuned: dict | None = None) -> dict:
+    """Gather the fold models into OOF and test predictions at each level, and cv.json;
+    `tuned`: the study whose parameters it trained with (its name and the folds it saw)."""
     exp_dir = cfg.experiment_dir(experiment)
     jobs = plan_jobs(cfg, experiment, folds)
     cv: dict = {"experiment": experiment, "model": cfg.experiments[experiment].model.name,
@@ -385,6 +387,7 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     # what the OOF score estimates: one fold model's score on the test (mean over models)
     cv["heldout_test_single"] = float(np.mean(single)) if single else None
     cv["selection"] = cfg.train_for(experiment).selection
+    cv["tuned"] = tuned
     write_json(exp_dir / "cv.json", cv)
     write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.public()})
     return cv

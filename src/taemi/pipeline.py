@@ -76,6 +76,16 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
 FEW_CLIPS = 10  # below this, per-participant statistics lost to raw features (RESULTS.md)
 
 
+def tuned_record(cfg: Config, data: ChallengeData, folds: pd.DataFrame) -> dict | None:
+    """The study a tuned experiment trains with, as its cv.json records it."""
+    if cfg.tune is None or not cfg.tune.apply:
+        return None
+    from taemi.tuning import current_study
+
+    ref = current_study(cfg, data, folds)
+    return {"study": ref.name, "key": ref.key, "saw_rows_of_folds": list(ref.saw_folds)}
+
+
 def few_clip_note(participants: Participants, test_ids: list[str], share: float = 0.2
                   ) -> str | None:
     """A warning when many test clips belong to participants with few clips, whose
@@ -118,8 +128,10 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     if jobs:
         EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
     results = {}
+    tuned = tuned_record(cfg, data, folds)
     for name in names:
-        results[name] = aggregate(cfg, name, data, folds)
+        results[name] = aggregate(cfg, name, data, folds,
+                                  tuned if cfg.tune and name == cfg.tune.experiment else None)
         overall = results[name]["overall"]
         echo(f"{name}: CV mean Pearson {overall['mean']:.4f}")
         log_experiment(cfg, name, results[name])

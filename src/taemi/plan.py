@@ -22,14 +22,24 @@ from taemi.config import Config, ConfigError, config_from_dict, deep_merge
 from taemi.data import ChallengeData
 
 
-def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None) -> Config:
-    """`cfg` with the current study's best parameters merged where `tune.apply` is on."""
+def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None,
+               strict: bool = True) -> Config:
+    """`cfg` with the current study's best parameters merged where `tune.apply` is on.
+    Without a finished current study: an error, or (`strict=False`, for reports that only
+    read) `cfg` as it is, whose tuned experiments then show as stale."""
     if cfg.tune is None or not cfg.tune.apply:
         return cfg
     from taemi.tuning import current_study, tuned_overlay
 
+    if folds is None and not cfg.folds.path.is_file():
+        if not strict:
+            return cfg
+        raise ConfigError(f"no folds file {cfg.folds.path} yet to tune on: run `taemi folds "
+                          "CONFIG` (or `taemi run CONFIG`) first")
     ref = current_study(cfg, data, folds)
     overlay = tuned_overlay(cfg, ref)
+    if overlay is None and not strict:
+        return cfg
     if overlay is None:
         raise ConfigError(
             f"the config tunes {cfg.tune.experiment!r} (tune.apply: true) but its current "

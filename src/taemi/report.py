@@ -21,15 +21,18 @@ import pandas as pd
 from taemi.artifacts import read_json, write_json, write_text
 from taemi.config import Config
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
+from taemi.experiment import stale_reason
+from taemi.folds import read_folds
+from taemi.plan import run_config
 from taemi.plots import grouped_bars, oof_scatter
 from taemi.robustness import robustness_current
-from taemi.stacking import METHODS
+from taemi.stacking import METHODS, stack_stale_reason
 
 
 def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None,
          test_single: float | None = None, selection: str = "") -> dict:
     row: dict = {"entry": name, "kind": kind, "folder": str(folder) if folder else "",
-                 "selection": selection}
+                 "selection": selection, "status": ""}
     for target in ("mean", *TARGETS):
         row[f"cv {target}"] = cv[target] if cv else np.nan
     row["test single"] = np.nan if test_single is None else test_single
@@ -38,23 +41,31 @@ def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path 
 
 
 def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
-    """One row per trained experiment and per stacking method, plus the oracle."""
+    """One row per trained experiment and per stacking method, plus the oracle; `status`
+    says which are stale (the config would retrain or restack them) and why."""
     rows = []
+    folds = read_folds(cfg.folds.path) if cfg.folds.path.is_file() else None
     for name in cfg.experiments:
         path = cfg.paths.models / name / "cv.json"
         if path.is_file():
             cv = read_json(path)
-            rows.append(_row(name, f"experiment ({cv['model']})", cv["overall"],
-                             cv.get("heldout_test"), path.parent,
-                             cv.get("heldout_test_single"), cv.get("selection", "outer")))
+            row = _row(name, f"experiment ({cv['model']})", cv["overall"],
+                       cv.get("heldout_test"), path.parent,
+                       cv.get("heldout_test_single"), cv.get("selection", "outer"))
+            stale = stale_reason(cfg, name, data, folds) if folds is not None else "no folds"
+            row["status"] = f"stale: {stale}" if stale else _tuned_note(cv)
+            rows.append(row)
     if cfg.stack is not None and (cfg.paths.ensembles / cfg.stack.name / "cv.json").is_file():
         folder = cfg.paths.ensembles / cfg.stack.name
         stack = read_json(folder / "cv.json")
+        stale = stack_stale_reason(cfg, data, folds) if folds is not None else "no folds"
         for method in METHODS.values():
             entry = stack["leaderboard"][method]
             label = f"{method} ({stack['best_single']})" if method == "best single" else method
-            rows.append(_row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
-                             folder if method == stack["method"] else None))
+            row = _row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
+                       folder if method == stack["method"] else None)
+            row["status"] = f"stale: {stale}" if stale else ""
+            rows.append(row)
     synth = data.root / "synth.json"
     if synth.is_file():
         oracle = read_json(synth)["oracle"]
@@ -63,10 +74,17 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _tuned_note(cv: dict) -> str:
+    tuned = cv.get("tuned")
+    if not tuned:
+        return ""
+    return f"tuned on rows of folds {tuned['saw_rows_of_folds']}"
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """The leaderboard as a markdown table (empty cells where a score does not exist)."""
     columns = ["entry", "kind", "selection", "cv mean", "test single", "test mean",
-               *[f"cv {t}" for t in TARGETS]]
+               *[f"cv {t}" for t in TARGETS], "status"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
         cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and not np.isnan(row[c])
@@ -85,6 +103,7 @@ def _grouping(cfg: Config) -> str:
 
 def write_report(cfg: Config, data: ChallengeData) -> Path:
     """Write the leaderboard (markdown + JSON) and its plots; return the markdown's path."""
+    cfg = run_config(cfg, data, strict=False)
     out = cfg.paths.reports / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     table = leaderboard(cfg, data)
@@ -99,7 +118,11 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
              "fold model's score on the held-out test (mean over fold models). **test mean** "
              "is what is submitted, the mean of the fold models, on the held-out test "
              "(generated data only); averaging is worth the difference. No test label ever "
-             "reaches a choice.", "", markdown_table(table), ""]
+             "reaches a choice. A tuned experiment's **status** names the CV folds whose rows "
+             "its tuning trials learnt from and were judged on: those folds' OOF scores saw "
+             "that choice, so its CV there may be optimistic. **status** also marks entries "
+             "the config would retrain or restack (stale), and why.", "",
+             markdown_table(table), ""]
     scored = table[table["cv mean"].notna()]
     if not scored.empty:
         bars = scored.set_index("entry")[[f"cv {t}" for t in ("mean", *TARGETS)]]

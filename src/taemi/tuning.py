@@ -419,6 +419,12 @@ STUDY_RECORD = "study.json"
 def tuned_overlay(cfg: Config, ref: StudyRef) -> Path | None:
     """The current study's best.yaml, if that study has reached `tune.n_trials`."""
     record = ref.folder / STUDY_RECORD
+    old = _tune(cfg).dir / study_base(cfg)
+    if not record.is_file() and (old / "optuna.journal").is_file() and \
+            not (old / LEGACY_MARK).is_file():  # a study an older kit finished, perhaps
+        study = open_study(cfg, ref)
+        if finished_trials(study) >= _tune(cfg).n_trials:
+            write_overlay(cfg, study, ref)
     if not record.is_file() or not (ref.folder / "best.yaml").is_file():
         return None
     info = read_json(record)
