@@ -134,7 +134,8 @@ def run_config_tree(work: Path) -> dict:
         "submit": {"name": "tiny-stack", "source": "tiny-stack"},
         "tracking": {"uri": f"sqlite:///{work}/mlruns.db"},
         "paths": {"models": str(work / "models"), "ensembles": str(work / "ensembles"),
-                  "submissions": str(work / "submissions"), "reports": str(work / "reports")},
+                  "submissions": str(work / "submissions"), "reports": str(work / "reports"),
+                  "runs": str(work / "runs")},
     }
 
 

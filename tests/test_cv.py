@@ -17,15 +17,9 @@ from conftest import MODEL, TINY, tiny_config
 from taemi.artifacts import read_json
 from taemi.data import TARGETS, DataError
 from taemi.folds import HOLDOUT, label_groups, make_folds, read_folds, selection_split
-from taemi.pipeline import (
-    ensure_cache,
-    ensure_folds,
-    ensure_participants,
-    ensure_tuning,
-    inspect_data,
-    open_data,
-    train_experiments,
-)
+from taemi.participants import ensure_participants
+from taemi.pipeline import ensure_cache, ensure_tuning, open_data, train_experiments
+from taemi.splits import ensure_folds, inspect_data
 from taemi.synth import generate
 
 

@@ -122,3 +122,24 @@ def test_the_step_by_step_commands_make_what_run_makes(demo_run, tmp_path: Path)
     for part in ("ensembles/tiny-stack/test.csv", "models/tiny-taemi/test.csv",
                  "models/tiny-audio/oof.csv", "submissions/tiny-stack.csv"):
         assert (tmp_path / part).read_bytes() == (theirs / part).read_bytes(), part
+
+
+def test_plan_after_run_is_all_current_and_names_what_a_change_remakes(demo_run, capsys
+                                                                      ) -> None:
+    from taemi.artifacts import read_json
+
+    path, results = demo_run
+    record = read_json(results["record"])
+    assert record["jobs"]["planned"] == 9 and {"train", "stack", "report"} <= set(record["steps"])
+    assert record["plan"] and all(entry["current"] for entry in record["plan"])
+    assert "s3cret" not in results["record"].read_text()
+    models = path.parent / "models"
+    before = files(models)
+    assert main(["plan", str(path)]) == 0
+    assert "0 to make" in capsys.readouterr().out
+    assert main(["plan", str(path), "--set", "train.lr=0.5", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "to make  experiment   tiny-audio (3 jobs)" in out and "train" in out
+    assert "to make  study" in out  # the study reads the train settings too
+    assert "to make  stack" in out and "to train: tiny-audio/vit-w2v/seed0/fold0" in out
+    assert files(models) == before  # planning wrote nothing

@@ -51,7 +51,8 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
                       experiments={"t": {"model": MODEL, "robustness": False}},
                       tune={"experiment": "t", "n_trials": 1, "folds": [0],
                             "dir": str(work / "tune")},
-                      paths={"models": str(work / "models"), "reports": str(work / "reports")})
+                      paths={"models": str(work / "models"), "reports": str(work / "reports"),
+                             "runs": str(work / "runs")})
     path = work / "run.yaml"
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.resolved()))

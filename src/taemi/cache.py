@@ -30,7 +30,7 @@ import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -235,21 +235,38 @@ def _pack_chunk(args: tuple) -> list[_ClipStats]:
     return stats
 
 
-def build_packed(
-    data: ChallengeData,
-    name: str,
-    steps: int,
-    cache_root: str | os.PathLike,
-    workers: int = 2,
-) -> PackedFeature:
-    """Pack feature folder `name` at `steps` steps, or open the current pack if it exists.
+@dataclass
+class PackLookup:
+    """Where the pack of a feature folder at a step count is, by its key, found without
+    writing anything (`find_pack`); `build_packed` then opens, adopts or makes it."""
 
-    The pack's folder is named by its key (`pack_key`): the files' contents, quick-checked
-    against the manifests of this feature's packs. A pack made by kits that keyed packs by
-    paths and mtimes is renamed to its key, not rebuilt (`taemi.legacy`)."""
+    name: str
+    steps: int
+    key: str
+    folder: Path
+    source: list[str]  # the feature folders, resolved: which old packs a new one replaces
+    files: dict[str, Path]
+    manifest: dict[str, list]  # clip -> [file name, size, mtime_ns, digest]
+    files_read: int  # files whose bytes were read (their stats matched no manifest)
+
+    @property
+    def exists(self) -> bool:
+        return (self.folder / "meta.json").is_file()
+
+    @property
+    def legacy_name(self) -> str | None:
+        """The pack's name under older kits, when such a pack is what exists."""
+        if self.exists:
+            return read_json(self.folder / "meta.json").get("legacy_folder")
+        return None
+
+
+def find_pack(data: ChallengeData, name: str, steps: int,
+              cache_root: str | os.PathLike) -> PackLookup:
+    """The key of the pack of `name` at `steps` steps: the files' contents, quick-checked
+    against the manifests of this feature's packs (a copied project reads them once)."""
     if steps < 1:
         raise ValueError(f"cache steps must be at least 1, got {steps}")
-    ids = data.all_ids
     files = data.feature_files(name)
     if not files:
         raise DataError(f"feature folder {name!r} holds no file for any known id")
@@ -261,35 +278,50 @@ def build_packed(
     for clip, path in progress(files.items(), desc=f"digest {name}", unit="file",
                                total=len(files), leave=False, delay=2):
         stats[clip], digests[clip] = book.digest(path)
-    key = pack_key(name, steps, ids, digests)
-    folder = cache_root / f"{prefix}-{key}"
-    # the source folders decide which old packs a new one replaces (two datasets sharing a
-    # cache never evict each other's packs); they are in no key
+    key = pack_key(name, steps, data.all_ids, digests)
     source = sorted(str(f.resolve()) for f in data.feature_folders(name))
-    if not (folder / "meta.json").is_file():
-        adopt_legacy_pack(data, name, steps, cache_root, folder, ids, files, key)
-    if (folder / "meta.json").is_file():
-        manifest = _manifest(stats, digests)
-        if book.read or not (folder / MANIFEST).is_file():  # new stats for the same bytes
-            write_json(folder / MANIFEST, manifest)
+    return PackLookup(name, steps, key, cache_root / f"{prefix}-{key}", source, files,
+                      _manifest(stats, digests), book.read)
+
+
+def build_packed(
+    data: ChallengeData,
+    name: str,
+    steps: int,
+    cache_root: str | os.PathLike,
+    workers: int = 2,
+) -> PackedFeature:
+    """Pack feature folder `name` at `steps` steps, or open the current pack if it exists.
+
+    The pack's folder is named by its key (`find_pack`). A pack made by kits that keyed
+    packs by paths and mtimes is renamed to its key, not rebuilt (`taemi.legacy`); a pack
+    whose files were copied (same bytes, new stats) gets its manifest's stats renewed."""
+    found = find_pack(data, name, steps, cache_root)
+    cache_root, folder, ids = Path(cache_root), found.folder, data.all_ids
+    if not found.exists:
+        adopt_legacy_pack(data, name, steps, cache_root, folder, ids, found.files, found.key)
+    if found.exists:
+        if found.files_read or not (folder / MANIFEST).is_file():
+            write_json(folder / MANIFEST, found.manifest)
         pack = PackedFeature(folder)
-        if pack.meta.get("source") != source or pack.meta.get("key") != key:
-            write_json(folder / "meta.json", {**pack.meta, "source": source, "key": key})
+        if pack.meta.get("source") != found.source or pack.meta.get("key") != found.key:
+            write_json(folder / "meta.json", {**pack.meta, "source": found.source,
+                                              "key": found.key})
             pack = PackedFeature(folder)
         return pack
 
     remove_stale_temporaries(cache_root)  # what interrupted runs left behind
-    width = _probe_width(name, files)
+    width = _probe_width(name, found.files)
     try:
-        _pack(folder, name, steps, width, ids, files, workers,
-              {"key": key, "source": source}, _manifest(stats, digests))
+        _pack(folder, name, steps, width, ids, found.files, workers,
+              {"key": found.key, "source": found.source}, found.manifest)
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise _disk_full(err, cache_root) from err
         raise
-    for stale in cache_root.glob(f"{prefix}-*"):
+    for stale in cache_root.glob(f"{name}-k{steps}-*"):
         if stale != folder and stale.is_dir() and not stale.name.startswith(".") and \
-                _same_source(stale, source):
+                _same_source(stale, found.source):
             shutil.rmtree(stale, ignore_errors=True)
             for derived in cache_root.glob(f"{NORMALISED_PREFIX}-{stale.name}-*"):
                 shutil.rmtree(derived, ignore_errors=True)
@@ -411,6 +443,16 @@ def participant_moments(pack: PackedFeature, participants: np.ndarray, prior: fl
     return mean, np.sqrt(var), pooled_mean, np.sqrt(pooled_var)
 
 
+def normalised_identity(raw_folder: str, raw_key: str, raw_legacy: str | None,
+                        participants: np.ndarray, prior: float) -> tuple[str, dict]:
+    """The folder name and identity (key, and name under older kits) of the pack that
+    standardises raw pack `raw_folder` by these participant labels and prior."""
+    labels = stable_hash({"participants": np.asarray(participants).tolist(), "prior": prior}, 8)
+    return f"{NORMALISED_PREFIX}-{raw_folder}-{labels}", {
+        "key": stable_hash({"raw": raw_key, "participants": labels}),
+        "legacy_folder": f"{NORMALISED_PREFIX}-{raw_legacy}-{labels}" if raw_legacy else None}
+
+
 def participant_normalised(pack: PackedFeature, participants: np.ndarray, prior: float,
                            cache_root: str | os.PathLike, chunk: int = 1024) -> PackedFeature:
     """A pack whose clips are standardised by their participant's own statistics
@@ -425,11 +467,9 @@ def participant_normalised(pack: PackedFeature, participants: np.ndarray, prior:
         raise ValueError(f"{len(participants)} participant labels for the {len(pack.ids)} "
                          f"clips of {pack.folder}")
     cache_root = Path(cache_root)
-    key = stable_hash({"participants": participants.tolist(), "prior": prior}, 8)
-    folder = cache_root / f"{NORMALISED_PREFIX}-{pack.folder.name}-{key}"
-    identity = {"key": stable_hash({"raw": pack.key, "participants": key}),
-                "legacy_folder": (f"{NORMALISED_PREFIX}-{pack.legacy_name}-{key}"
-                                  if pack.legacy_name else None)}
+    name, identity = normalised_identity(pack.folder.name, pack.key, pack.legacy_name,
+                                         participants, prior)
+    folder = cache_root / name
     if not (folder / "meta.json").is_file() and identity["legacy_folder"]:
         old = cache_root / identity["legacy_folder"]
         if (old / "meta.json").is_file():  # made before content keys: renamed, not redone

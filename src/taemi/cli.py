@@ -80,7 +80,8 @@ def cmd_folds(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from taemi.pipeline import ensure_cache, inspect_data, open_data
+    from taemi.pipeline import ensure_cache, open_data
+    from taemi.splits import inspect_data
 
     cfg = _config(args)
     data = open_data(cfg)
@@ -184,6 +185,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"report: {results['report']}")
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from taemi.pipeline import open_data
+    from taemi.plan import describe
+
+    cfg = _config(args)
+    entries = describe(cfg, open_data(cfg))
+    todo = [e for e in entries if not e.current]
+    print(f"plan of {args.config} ({len(entries) - len(todo)} current, {len(todo)} to make):")
+    for entry in entries:
+        print(entry.line())
+    if args.verbose:
+        for entry in entries:
+            for label in entry.details.get("to_train", []):
+                print(f"    to train: {label}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from taemi.pipeline import open_data
     from taemi.report import write_report
@@ -263,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     with_config("run", cmd_run, "the end-to-end run, each step skipped when current")
     with_config("report", cmd_report, "leaderboard across experiments and ensembles")
+    p = with_config("plan", cmd_plan, "what is current and what a run would make, and why "
+                    "(builds and trains nothing)")
+    p.add_argument("--verbose", "-v", action="store_true", help="list every job to train")
 
     from taemi.extract.cli import add_commands  # feature extraction from raw media
 

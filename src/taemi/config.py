@@ -340,6 +340,7 @@ class PathsConfig(Section):
     ensembles: Path = Path("ensembles")
     submissions: Path = Path("submissions")
     reports: Path = Path("reports")
+    runs: Path = Path("runs")  # one record per `taemi run` (runs/<config name>/)
 
 
 class Config(Section):

@@ -104,24 +104,52 @@ def keyed_train_settings(train: dict) -> dict:
     return {k: v for k, v in train.items() if k not in UNKEYED_TRAIN_KEYS}
 
 
-def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
-                    digest: str, labels: str, media: str | None = None) -> str:
-    """A job's key: its model (parameters, defaults included, and the digest of its code),
-    the train settings that change results, its packs' content keys, folds, labels, seed
-    and fold, and the kit's version. `media`: the raw inputs' digest of an end-to-end
-    experiment (`taemi.endtoend`)."""
+def job_key_parts(cfg: Config, job: Job, pack_keys: dict[str, str], digest: str,
+                  labels: str, media: str | None = None) -> dict:
+    """What a job is made of: its model (parameters, defaults included, and the digest of
+    its code), the train settings that change results, its packs' content keys, folds,
+    labels, seed and fold, and the kit's version. `media`: the raw inputs' digest of an
+    end-to-end experiment (`taemi.endtoend`)."""
     from taemi.models import model_code_digest
 
     exp = cfg.experiments[job.experiment]
     extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
         if exp.endtoend else {}
-    return stable_hash({
+    return {
         "kit": KIT_VERSION, "code": model_code_digest(exp.model.name),
         "model": exp.model.resolved(),
         "train": keyed_train_settings(cfg.train_for(job.experiment).model_dump(mode="json")),
-        "packs": {role: pack.key for role, pack in sorted(packs.items())},
+        "packs": dict(sorted(pack_keys.items())),
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
-    })
+    }
+
+
+def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
+                    digest: str, labels: str, media: str | None = None) -> str:
+    """A job's key: the digest of `job_key_parts`."""
+    pack_keys = {role: pack.key for role, pack in packs.items()}
+    return stable_hash(job_key_parts(cfg, job, pack_keys, digest, labels, media))
+
+
+def _hashed(parts: dict) -> dict:
+    """A key's parts as `done.json` records them: short digests (packs per role)."""
+    return {name: ({r: k for r, k in value.items()} if name == "packs" else
+                   stable_hash(value, 8)) for name, value in parts.items()}
+
+
+def changed_parts(recorded: dict | None, parts: dict) -> list[str]:
+    """Which parts of a job's key differ from those its `done.json` recorded."""
+    if not recorded:
+        return ["made by an earlier kit"]
+    out = []
+    for name, value in _hashed(parts).items():
+        if isinstance(value, dict) and isinstance(recorded.get(name), dict) and \
+                name == "packs":
+            out += [f"packs.{r}" for r in sorted(set(value) | set(recorded[name]))
+                    if value.get(r) != recorded[name].get(r)]
+        elif recorded.get(name) != value:
+            out.append(name)
+    return out
 
 
 def job_fingerprints(cfg: Config, experiment: str, data: ChallengeData,
@@ -140,16 +168,19 @@ def job_fingerprints(cfg: Config, experiment: str, data: ChallengeData,
     out = {}
     for backbone in cfg.backbones_for(experiment):
         packs = open_packs(cfg, data, backbone)
+        keys = {role: pack.key for role, pack in packs.items()}
         for job in (j for j in jobs if j.backbone == backbone):
-            out[job] = job_fingerprint(cfg, job, packs, digest, labels, media)
-            carry_over(cfg, job, out[job], packs, folds, labels, data)
+            parts = job_key_parts(cfg, job, keys, digest, labels, media)
+            out[job] = stable_hash(parts)
+            carry_over(cfg, job, parts, packs, folds, labels, data)
     return out
 
 
-def carry_over(cfg: Config, job: Job, fingerprint: str, packs: dict[str, PackedFeature],
+def carry_over(cfg: Config, job: Job, parts: dict, packs: dict[str, PackedFeature],
                folds: pd.DataFrame, labels: str, data: ChallengeData) -> bool:
     """Re-key a job that a kit before content keys finished on exactly these inputs (its
     `done.json` holds the old key of these packs, folds and settings); True if it did."""
+    fingerprint = stable_hash(parts)
     done = job.folder(cfg.paths.models) / "done.json"
     if not done.is_file():
         return False
@@ -164,7 +195,7 @@ def carry_over(cfg: Config, job: Job, fingerprint: str, packs: dict[str, PackedF
     if record.get("fingerprint") != old:
         return False
     write_json(done, {**record, "fingerprint": fingerprint, "kit": KIT_VERSION,
-                      "carried_from": old})
+                      "parts": _hashed(parts), "carried_from": old})
     return True
 
 
@@ -265,8 +296,9 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
         check_backbone(job.experiment, job.backbone, cfg.backbones[job.backbone].features(),
                        endtoend)
         media = media_digest(data, endtoend, cfg.cache.dir)
-    fingerprint = job_fingerprint(cfg, job, packs, folds_digest(folds),
-                                  labels_digest(data.labels), media)
+    parts = job_key_parts(cfg, job, {role: pack.key for role, pack in packs.items()},
+                          folds_digest(folds), labels_digest(data.labels), media)
+    fingerprint = stable_hash(parts)
     folder = job.folder(cfg.paths.models)
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
@@ -294,7 +326,8 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
             pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
             write_csv(work / f"{kind}.csv",
                       prediction_frame(part_ids[part], pred, job.fold if kind == "oof" else None))
-    summary = {"fingerprint": fingerprint, "kit": KIT_VERSION, "job": asdict(job),
+    summary = {"fingerprint": fingerprint, "kit": KIT_VERSION, "parts": _hashed(parts),
+               "job": asdict(job),
                "best_epoch": outcome.best_epoch,
                "selection": train_cfg.selection, "selection_rows": len(part_ids["select"]),
                "selection_mean_pearson": outcome.best_score, "epochs_run": outcome.epochs_run,

@@ -191,15 +191,20 @@ def read_participants(path: str | os.PathLike, ids: list[str]) -> Participants:
 PARTICIPANTS_VERSION = 2
 
 
-def identity_packs(cfg: Config, data: ChallengeData) -> dict[str, PackedFeature]:
-    """The packs participants are told apart by: `folds.identity_features`, or the first
-    backbone's visual and audio features (packed at their roles' steps)."""
+def identity_features(cfg: Config) -> dict[str, int]:
+    """The features participants are told apart by, and their step counts:
+    `folds.identity_features`, or the first backbone's visual and audio features (packed at
+    their roles' steps)."""
     first = next(iter(cfg.backbones.values()))
     names = cfg.folds.identity_features or [f for f in (first.visual, first.audio) if f]
     steps = {feature: cfg.cache.steps_for(role) for b in cfg.backbones.values()
              for role, feature in b.features().items()}
-    return {name: build_packed(data, name, steps.get(name, 32), cfg.cache.dir,
-                               cfg.cache.workers) for name in names}
+    return {name: steps.get(name, 32) for name in names}
+
+
+def identity_packs(cfg: Config, data: ChallengeData) -> dict[str, PackedFeature]:
+    return {name: build_packed(data, name, steps, cfg.cache.dir, cfg.cache.workers)
+            for name, steps in identity_features(cfg).items()}
 
 
 def participants_key(packs: dict[str, PackedFeature]) -> str:
@@ -213,6 +218,27 @@ def participants_files(cfg: Config) -> tuple[Path, Path]:
     return folder / "participants.csv", folder / "participants.json"
 
 
+def current_participants(cfg: Config, packs: dict, carry: bool = False
+                         ) -> Participants | None:
+    """participants.csv as inferred from these identity packs (anything with `key` and
+    `legacy_name`), or None when it was made from others. `carry`: re-key a file an older
+    kit inferred from these very packs."""
+    key = participants_key(packs)
+    table, meta = participants_files(cfg)
+    info = read_json(meta) if table.is_file() and meta.is_file() else {}
+    old = legacy_participants_key([p.legacy_name for p in packs.values()])
+    if info and info.get("key") != key and old is not None and info.get("key") == old:
+        if not carry:
+            return None
+        info["key"] = key  # made by a kit before content keys from these very packs
+        write_json(meta, info)
+    if info.get("key") != key:
+        return None
+    frame = pd.read_csv(table, dtype={ID_COLUMN: str})
+    return Participants(frame[ID_COLUMN].tolist(), frame["participant"].to_numpy(),
+                        "inferred", [ModalityIdentity(**m) for m in info["modalities"]])
+
+
 def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
     """Every clip's participant (labelled and test): the true ids of `folds.participants`,
     or clusters inferred from face and voice, kept in participants.csv beside folds.csv
@@ -220,18 +246,12 @@ def ensure_participants(cfg: Config, data: ChallengeData) -> Participants:
     if cfg.folds.participants is not None:
         return read_participants(cfg.folds.participants, data.all_ids)
     packs = identity_packs(cfg, data)
-    key = participants_key(packs)
-    table, meta = participants_files(cfg)
-    info = read_json(meta) if table.is_file() and meta.is_file() else {}
-    old = legacy_participants_key([p.legacy_name for p in packs.values()])
-    if info and info.get("key") != key and old is not None and info.get("key") == old:
-        info["key"] = key  # made by a kit before content keys from these very packs
-        write_json(meta, info)
-    if info.get("key") == key:
-        frame = pd.read_csv(table, dtype={ID_COLUMN: str})
-        return Participants(frame[ID_COLUMN].tolist(), frame["participant"].to_numpy(),
-                            "inferred", [ModalityIdentity(**m) for m in info["modalities"]])
+    found = current_participants(cfg, packs, carry=True)
+    if found is not None:
+        return found
     found = infer_participants(data.all_ids, packs)
+    table, meta = participants_files(cfg)
+    key = participants_key(packs)
     write_csv(table, found.frame())
     write_json(meta, {"key": key, "modalities": [asdict(m) for m in found.modalities]})
     return found

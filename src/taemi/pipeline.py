@@ -4,35 +4,33 @@
         -> train the grid -> stack -> submit -> report
 
 The command line (`taemi.cli`) and the end-to-end run call these and nothing else, so a
-step behaves the same whichever way it is started.
+step behaves the same whichever way it is started: each resolves the config once through
+`taemi.plan.run_config` (the tuned parameters, where the config tunes) and judges what is
+current by the keys of `taemi.identity`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from taemi.artifacts import read_json, stable_hash, write_json
+from taemi.artifacts import read_json, write_json
 from taemi.cache import PackedFeature, build_packed
 from taemi.config import Config, ConfigError
 from taemi.data import ChallengeData, DataError, DataReport, open_data
-from taemi.evidence import Evidence
-from taemi.folds import (
-    check_given_folds,
-    folds_digest,
-    make_folds,
-    purged,
-    read_folds,
-    write_folds,
-)
+from taemi.folds import read_folds
+from taemi.identity import KIT_VERSION
 from taemi.participants import Participants, ensure_participants
 from taemi.plan import run_config
 from taemi.progress import echo
+from taemi.splits import ensure_folds
 from taemi.synth import SynthParams, generate
-from taemi.tracking import log_experiment, log_stack
+from taemi.tracking import check_tracking, log_experiment, log_stack
 
 
 def ensure_data(cfg: Config) -> ChallengeData:
@@ -103,15 +101,17 @@ def few_clip_note(participants: Participants, test_ids: list[str], share: float 
 
 
 def train_experiments(cfg: Config, names: list[str] | None = None,
-                      executor: str | None = None,
-                      data: ChallengeData | None = None) -> dict[str, dict]:
-    """Train every job of the named experiments (all by default); return their cv.json."""
+                      executor: str | None = None, data: ChallengeData | None = None,
+                      record: dict | None = None) -> dict[str, dict]:
+    """Train every job of the named experiments (all by default); return their cv.json.
+    `record` gets the number of planned jobs and the labels of those trained."""
     from taemi.executors import EXECUTORS
     from taemi.experiment import aggregate, is_done, job_fingerprints
 
     if not cfg.experiments:
         raise ConfigError("the config defines no experiments: add an `experiments` section "
                           "(see configs/abaw.yaml) to train")
+    check_tracking(cfg)  # a URI that cannot be used stops here, not after the training
     data = data or open_data(cfg)
     ensure_cache(cfg, data, report=False)
     folds = ensure_folds(cfg, data)
@@ -125,6 +125,8 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
             if not is_done(job.folder(cfg.paths.models), fingerprint)]
     if len(jobs) < len(planned):
         echo(f"{len(planned) - len(jobs)} of {len(planned)} jobs are done and current: skipped")
+    if record is not None:
+        record.update(planned=len(planned), trained=[job.label for job in jobs])
     if jobs:
         EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
     results = {}
@@ -136,80 +138,6 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
         echo(f"{name}: CV mean Pearson {overall['mean']:.4f}")
         log_experiment(cfg, name, results[name])
     return results
-
-
-def inspect_data(cfg: Config, data: ChallengeData, participants: Participants | None = None
-                 ) -> tuple[Evidence, str, str]:
-    """The evidence on participants and seed videos, and the `group_by` it supports."""
-    from taemi.evidence import choose_group_by, gather_evidence
-
-    participants = participants or ensure_participants(cfg, data)
-    evidence = gather_evidence(data, participants)
-    choice, reason = choose_group_by(evidence)
-    return evidence, choice, reason
-
-
-def folds_key(cfg: Config, data: ChallengeData, participants: Participants | None) -> str:
-    """What folds.csv is made of: the folds settings (not where the file lies), the labels,
-    the transcripts and the participants."""
-    settings = cfg.folds.model_dump(mode="json", exclude={"path", "participants", "given"})
-    return stable_hash({
-        "folds": settings, "labels": data.labels.to_csv(index=False),
-        "transcripts": sorted(data.transcripts.items()),
-        "participants": None if participants is None else participants.frame().to_csv()})
-
-
-def ensure_folds(cfg: Config, data: ChallengeData | None = None) -> pd.DataFrame:
-    """Make folds.csv from the config (same config and data, same file) and return it.
-
-    Beside it, folds.json records the grouping used and why. A folds file that the config
-    would not make and that taemi did not write (one made with true ids, say) is never
-    replaced: `folds.given: true` uses it, otherwise the run stops with one line.
-    """
-    from taemi.evidence import fold_groups
-
-    f = cfg.folds
-    path = Path(f.path)
-    if f.given:
-        return check_given_folds(read_folds(path), path, data or open_data(cfg))
-    data = data or open_data(cfg)
-    record = path.with_name("folds.json")
-    participants = (ensure_participants(cfg, data)
-                    if f.group_by in ("auto", "participant", "both") else None)
-    key = folds_key(cfg, data, participants)
-    if path.is_file() and record.is_file() and read_json(record).get("key") == key:
-        current = read_folds(path)
-        if read_json(record).get("digest") == folds_digest(current):
-            return current  # made from these inputs: nothing to redo
-    reason, evidence = "set in the config", None
-    group_by = f.group_by
-    if group_by == "auto":
-        evidence, group_by, reason = inspect_data(cfg, data, participants)
-    groups, purge = fold_groups(data, group_by, participants, f.n_splits)
-    folds = make_folds(data.labels, f.n_splits, f.scheme, f.seed, f.n_bins, groups=groups,
-                       purge=purge)
-    if purge is not None:
-        reason += ("; participants and seed videos cross too much for folds to keep both "
-                   "whole: folds keep participants, and each fold's training rows leave out "
-                   "its seed videos (" + ", ".join(
-                       f"fold {k}: {share:.0%} purged" for k, share in purged(folds)) + ")")
-    if path.is_file():
-        existing = read_folds(path)
-        made_here = record.is_file() and read_json(record).get("digest") == folds_digest(
-            existing)
-        if not existing.equals(folds):
-            if not made_here:
-                raise DataError(
-                    f"{path} differs from the folds this config makes and was not written by "
-                    "taemi: set folds.given: true to use it as it is, or move it away")
-            echo(f"folds: {path} remade (group_by {group_by}): its models will retrain")
-    write_folds(folds, path)
-    write_json(record, {"key": key, "group_by": f.group_by, "chosen": group_by,
-                        "reason": reason,
-                        "digest": folds_digest(folds), "n_splits": f.n_splits,
-                        "scheme": f.scheme,
-                        "evidence": asdict(evidence) if evidence is not None else None})
-    return read_folds(path)
 
 
 def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:
@@ -305,28 +233,62 @@ def ensure_submission(cfg: Config, source: str, name: str, overwrite: bool = Fal
 
 
 def run_all(cfg: Config) -> dict:
-    """The end-to-end run: every step in order, each skipped when its artifacts are current."""
+    """The end-to-end run: every step in order, each skipped when its artifacts are current.
+
+    Each run leaves a record in `paths.runs/<config name>/`: the resolved config, what was
+    made or skipped and how long each step took, the host, and the plan's keys at the end
+    (`taemi.plan`); history, without copying any model."""
     from taemi.report import write_report
     from taemi.stacking import check_stack
 
+    started = time.time()
+    steps: dict[str, float] = {}
+    jobs: dict = {}
+
+    def step(name: str, fn, *args, **kwargs):
+        begin = time.perf_counter()
+        out = fn(*args, **kwargs)
+        steps[name] = round(steps.get(name, 0.0) + time.perf_counter() - begin, 3)
+        return out
+
     check_stack(cfg)
-    data = ensure_data(cfg)
-    ensure_cache(cfg, data)
-    ensure_folds(cfg, data)
+    check_tracking(cfg)
+    data = step("data", ensure_data, cfg)
+    step("cache", ensure_cache, cfg, data)
+    step("folds", ensure_folds, cfg, data)
     if cfg.tune is not None:
-        overlay = ensure_tuning(cfg, data)
+        overlay = step("tune", ensure_tuning, cfg, data)
         if cfg.tune.apply:
             echo(f"training with the tuned parameters of {overlay}")
-    cfg = run_config(cfg, data)
-    results = {"experiments": train_experiments(cfg, data=data)}
+    cfg = step("plan", run_config, cfg, data)
+    results = {"experiments": step("train", train_experiments, cfg, data=data, record=jobs)}
     for name, exp in cfg.experiments.items():
         if exp.measures_robustness:
-            ensure_robustness(cfg, name)
+            step("robustness", ensure_robustness, cfg, name)
     if cfg.stack is not None:
-        results["stack"] = ensure_stack(cfg, data)
+        results["stack"] = step("stack", ensure_stack, cfg, data)
     if cfg.submit is not None:
-        results["submission"] = ensure_submission(cfg, cfg.submit.source, cfg.submit.name,
-                                                  data=data)
-    results["report"] = write_report(cfg, data)
+        results["submission"] = step("submit", ensure_submission, cfg, cfg.submit.source,
+                                     cfg.submit.name, data=data)
+    results["report"] = step("report", write_report, cfg, data)
     results["leaderboard"] = read_json(results["report"].with_suffix(".json"))
+    results["record"] = write_run_record(cfg, data, started, steps, jobs)
     return results
+
+
+def write_run_record(cfg: Config, data: ChallengeData, started: float,
+                     steps: dict[str, float], jobs: dict) -> Path:
+    """runs/<name>/<UTC time>-<host>.json: one `taemi run`, as it happened."""
+    from taemi.plan import describe
+
+    entries = describe(cfg, data)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    path = cfg.paths.runs / cfg.name / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
+    write_json(path, {
+        "config": cfg.public(), "kit": KIT_VERSION, "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 3), "steps": steps,
+        "jobs": {"planned": jobs.get("planned"), "trained": jobs.get("trained", [])},
+        "plan": [{"kind": e.kind, "name": e.name, "key": e.key, "current": e.current}
+                 for e in entries]})
+    return path

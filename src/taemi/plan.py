@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import yaml
 
+from taemi.artifacts import read_json, stable_hash
 from taemi.config import Config, ConfigError, config_from_dict, deep_merge
 from taemi.data import ChallengeData
 
@@ -65,3 +66,237 @@ class Entry:
         why = f" ({self.why})" if self.why and not self.current else ""
         key = f" [{self.key[:12]}]" if self.key else ""
         return f"  {state:<8} {self.kind:<12} {self.name}{key}{why}"
+
+
+def _differs(recorded: dict | None, now: dict) -> str:
+    """Which named inputs differ between two records of digests."""
+    if not recorded:
+        return "no record of its inputs (made by an earlier kit, or never made)"
+    changed = [k for k in sorted(set(now) | set(recorded)) if now.get(k) != recorded.get(k)]
+    return "changed: " + ", ".join(changed) if changed else "its file does not match its record"
+
+
+class Planner:
+    """The plan of one config, worked out without building, training or writing anything
+    (what `taemi plan` prints). Later steps whose inputs are not made yet are reported as
+    waiting for them, as `make -n` does for a generated prerequisite."""
+
+    def __init__(self, cfg: Config, data: ChallengeData) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.entries: list[Entry] = []
+        self._packs: dict = {}
+
+    def pack(self, name: str, steps: int):
+        from taemi.cache import find_pack
+
+        if (name, steps) not in self._packs:
+            self._packs[name, steps] = find_pack(self.data, name, steps, self.cfg.cache.dir)
+        return self._packs[name, steps]
+
+    def add(self, *args, **kwargs) -> Entry:
+        entry = Entry(*args, **kwargs)
+        self.entries.append(entry)
+        return entry
+
+    def run(self) -> list[Entry]:
+        from taemi.splits import needs_participants
+
+        cfg = self.cfg
+        for name, steps in cfg.packed_features():
+            self.plan_pack(name, steps)
+        normalised = any(b.normalise != "none" for b in cfg.backbones.values())
+        participants = self.plan_participants() if normalised or needs_participants(cfg) \
+            else None
+        folds = self.plan_folds(participants)
+        run_cfg = self.plan_study(folds, participants)
+        current = {name: self.plan_experiment(run_cfg, name, folds, participants)
+                   for name in run_cfg.experiments}
+        self.plan_stack(run_cfg, folds, current)
+        return self.entries
+
+    def plan_pack(self, name: str, steps: int) -> None:
+        from taemi.legacy import legacy_pack_name
+
+        found = self.pack(name, steps)
+        old = legacy_pack_name(self.data, name, steps, self.data.all_ids, found.files)
+        legacy = not found.exists and (found.folder.parent / old / "meta.json").is_file()
+        why = "made by the previous kit: renamed to its key, not rebuilt" if legacy else \
+            f"{found.files_read:,} of {len(found.files):,} files read (new or changed)"
+        self.add("pack", f"{name} K={steps}", found.key, found.exists or legacy, why)
+
+    def plan_participants(self):
+        from taemi.participants import (
+            current_participants,
+            identity_features,
+            participants_key,
+            read_participants,
+        )
+
+        cfg = self.cfg
+        if cfg.folds.participants is not None:
+            found = read_participants(cfg.folds.participants, self.data.all_ids)
+            self.add("participants", str(cfg.folds.participants), None, True)
+            return found
+        packs = {n: self.pack(n, s) for n, s in identity_features(cfg).items()}
+        found = current_participants(cfg, packs)
+        self.add("participants", "inferred from face and voice", participants_key(packs),
+                 found is not None, "its identity packs changed")
+        return found
+
+    def plan_folds(self, participants):
+        from taemi.folds import check_given_folds, read_folds
+        from taemi.splits import current_folds, folds_key, needs_participants, planned_folds
+
+        cfg = self.cfg
+        path = cfg.folds.path
+        if cfg.folds.given:
+            folds = check_given_folds(read_folds(path), path, self.data)
+            self.add("folds", f"{path} (given)", None, True)
+            return folds
+        if participants is None and needs_participants(cfg):
+            self.add("folds", str(path), None, False, "after the participants are inferred")
+            return None
+        key = folds_key(cfg, self.data, participants)
+        folds = current_folds(cfg, key)
+        if folds is not None:
+            self.add("folds", str(path), key, True)
+            return folds
+        folds, record = planned_folds(cfg, self.data, participants)
+        info = path.with_name("folds.json")
+        recorded = read_json(info).get("parts") if info.is_file() else None
+        self.add("folds", str(path), key, False, _differs(recorded, record["parts"]))
+        return folds
+
+    def pack_keys(self, cfg: Config, backbone: str, participants) -> dict[str, str] | None:
+        """The backbone's packs' keys, role -> key (None: they wait for participants)."""
+        from taemi.cache import normalised_identity
+        from taemi.experiment import NORMALISED_ROLES
+
+        spec = cfg.backbones[backbone]
+        keys = {}
+        for role, feature in spec.features().items():
+            found = self.pack(feature, cfg.cache.steps_for(role))
+            keys[role] = found.key
+            if spec.normalise == "participant" and role in NORMALISED_ROLES:
+                if participants is None:
+                    return None
+                _, identity = normalised_identity(
+                    found.folder.name, found.key, None,
+                    participants.of(self.data.all_ids), cfg.cache.normalise_prior)
+                keys[role] = identity["key"]
+        return keys
+
+    def plan_study(self, folds, participants) -> Config:
+        """The study's state, and the config the jobs are planned with."""
+        from taemi.tuning import current_study, tune_backbone, tuned_overlay
+
+        cfg = self.cfg
+        if cfg.tune is None:
+            return cfg
+        keys = self.pack_keys(cfg, tune_backbone(cfg), participants)
+        if folds is None or keys is None:
+            self.add("study", cfg.tune.experiment, None, False, "after the folds are made")
+            return cfg
+        ref = current_study(cfg, self.data, folds, keys)
+        overlay = tuned_overlay(cfg, ref, carry=False)
+        records = sorted(ref.folder.parent.glob("*/study.json"))
+        latest = read_json(records[-1]).get("inputs") if records else None
+        why = "a new study: " + _differs(latest, ref.parts) if overlay is None else ""
+        self.add("study", ref.name, ref.key, overlay is not None, why,
+                 {"saw_rows_of_folds": list(ref.saw_folds)})
+        if overlay is None or not cfg.tune.apply:
+            return cfg
+        return config_from_dict(deep_merge(cfg.resolved(), yaml.safe_load(
+            overlay.read_text())), str(overlay))
+
+    def plan_experiment(self, cfg: Config, name: str, folds, participants) -> bool:
+        """The experiment's jobs and its gathered predictions; True if all are current."""
+        from taemi.experiment import changed_parts, job_key_parts, labels_digest, plan_jobs
+        from taemi.folds import folds_digest
+
+        if folds is None:
+            self.add("experiment", name, None, False, "after the folds are made")
+            return False
+        media = None
+        endtoend = cfg.experiments[name].endtoend
+        if endtoend is not None:
+            from taemi.endtoend import media_digest
+
+            media = media_digest(self.data, endtoend, cfg.cache.dir)
+        digest, labels = folds_digest(folds), labels_digest(self.data.labels)
+        planned, todo, waiting = {}, [], 0
+        for backbone in cfg.backbones_for(name):
+            keys = self.pack_keys(cfg, backbone, participants)
+            for job in (j for j in plan_jobs(cfg, name, folds) if j.backbone == backbone):
+                if keys is None:
+                    waiting += 1
+                    continue
+                parts = job_key_parts(cfg, job, keys, digest, labels, media)
+                planned[job.label] = stable_hash(parts)
+                done = job.folder(cfg.paths.models) / "done.json"
+                record = read_json(done) if done.is_file() else None
+                if record is None:
+                    todo.append((job.label, "not trained"))
+                elif record.get("fingerprint") != planned[job.label]:
+                    changed = changed_parts(record.get("parts"), parts)
+                    todo.append((job.label, ", ".join(changed)))
+        total = len(planned) + waiting
+        why = ""
+        if waiting:
+            why = f"{waiting} jobs wait for the participants"
+        elif todo:
+            reasons = sorted({r for _, r in todo})
+            why = (f"{len(todo)} of {total} jobs to train ({'; '.join(reasons[:3])}); an "
+                   "earlier kit's jobs on unchanged inputs are carried over, not retrained")
+        cv_path = cfg.paths.models / name / "cv.json"
+        gathered = read_json(cv_path).get("jobs") if cv_path.is_file() else None
+        current = not todo and not waiting and gathered == planned
+        if not why and not current:
+            why = "its jobs are done but not gathered"
+        self.add("experiment", f"{name} ({total} jobs)", None, current, why,
+                 {"to_train": [label for label, _ in todo]})
+        if cfg.experiments[name].measures_robustness:
+            from taemi.robustness import robustness_current
+
+            fresh = current and robustness_current(cfg.paths.models / name)
+            self.add("robustness", name, None, fresh, "its experiment's models changed")
+        return current
+
+    def plan_stack(self, cfg: Config, folds, current: dict[str, bool]) -> None:
+        from taemi.stacking import stack_fingerprint
+
+        stack = cfg.stack
+        if stack is None:
+            return
+        record = cfg.paths.ensembles / stack.name / "cv.json"
+        waiting = [m for m in stack.experiments if not current.get(m)]
+        if waiting:
+            self.add("stack", stack.name, None, False, f"after {', '.join(waiting)}")
+            fresh = False
+        else:
+            packs = {name: self.pack(name, steps) for name, steps in cfg.packed_features()}
+            key = stack_fingerprint(cfg, stack, self.data, folds, packs)
+            fresh = record.is_file() and read_json(record).get("fingerprint") == key
+            self.add("stack", stack.name, key, fresh,
+                     "its members, folds, labels or meta-feature inputs changed")
+        if cfg.submit is not None:
+            self.plan_submission(cfg, fresh)
+
+    def plan_submission(self, cfg: Config, stack_current: bool) -> None:
+        from taemi.data import ID_COLUMN
+        from taemi.submission import make_submission, submission_text
+
+        path = cfg.paths.submissions / f"{cfg.submit.name}.csv"
+        source = cfg.paths.ensembles / cfg.submit.source / "test.csv"
+        if not source.is_file():
+            source = cfg.paths.models / cfg.submit.source / "test.csv"
+        fresh = stack_current and path.is_file() and source.is_file() and \
+            path.read_text() == submission_text(make_submission(
+                pd.read_csv(source, dtype={ID_COLUMN: str}), self.data.test_ids))
+        self.add("submission", str(path), None, fresh, "its source changes or it is not written")
+
+
+def describe(cfg: Config, data: ChallengeData) -> list[Entry]:
+    """`taemi plan`: every artifact of the config, current or to make, and why."""
+    return Planner(cfg, data).run()

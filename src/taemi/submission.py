@@ -119,12 +119,17 @@ def make_submission(predictions: pd.DataFrame, test_ids: list[str]) -> pd.DataFr
     return frame
 
 
+def submission_text(frame: pd.DataFrame) -> str:
+    """The CSV text a submission file holds."""
+    return frame.to_csv(index=False, float_format="%.8f", lineterminator="\n")
+
+
 def write_submission(frame: pd.DataFrame, path: str | os.PathLike, test_ids: list[str],
                      overwrite: bool = False) -> Path:
     """Validate and write atomically. An identical file already there is kept; a different
     one is an error unless `overwrite`."""
     path = Path(path)
-    text = frame.to_csv(index=False, float_format="%.8f", lineterminator="\n")
+    text = submission_text(frame)
     if path.is_file():
         if path.read_text() == text:
             return path

@@ -30,10 +30,15 @@ def _scores(prefix: str, table: dict | None) -> dict[str, float]:
     return {f"{prefix} {k}": float(v) for k, v in (table or {}).items() if v is not None}
 
 
-def log_run(cfg: Config, kind: str, name: str, result: dict, params: dict,
-            metrics: dict[str, float], paths: dict[str, str]) -> str | None:
-    """Log one result (its cv.json) as an MLflow run, unless that result is already there;
-    return its run id, or None where tracking is off."""
+def _unusable(cfg: Config, err: Exception) -> ConfigError:
+    return ConfigError(f"config key 'tracking.uri' ({mask_url(cfg.tracking.uri)}): "
+                       f"MLflow cannot use it: {str(err).splitlines()[0]}")
+
+
+def check_tracking(cfg: Config) -> Any:
+    """Open the tracking URI (MLflow's module, or None where tracking is off): called
+    before any training, so a URI that cannot be used stops the run before its work, not
+    after."""
     if cfg.tracking.uri is None:
         return None
     try:
@@ -41,15 +46,27 @@ def log_run(cfg: Config, kind: str, name: str, result: dict, params: dict,
     except ImportError:
         raise ConfigError("config key 'tracking.uri' is set but MLflow is not installed: "
                           "pip install mlflow-skinny") from None
-    digest = stable_hash({"kind": kind, "name": name, "result": result})
     try:
         mlflow.set_tracking_uri(cfg.tracking.uri)
         mlflow.set_experiment(cfg.tracking.experiment or cfg.name)
+    except Exception as err:  # any backend failure: the URI does not work for MLflow
+        raise _unusable(cfg, err) from None
+    return mlflow
+
+
+def log_run(cfg: Config, kind: str, name: str, result: dict, params: dict,
+            metrics: dict[str, float], paths: dict[str, str]) -> str | None:
+    """Log one result (its cv.json) as an MLflow run, unless that result is already there;
+    return its run id, or None where tracking is off."""
+    if cfg.tracking.uri is None:
+        return None
+    mlflow = check_tracking(cfg)
+    digest = stable_hash({"kind": kind, "name": name, "result": result})
+    try:
         logged = mlflow.search_runs(filter_string=f"tags.taemi_digest = '{digest}'",
                                     output_format="list")
     except Exception as err:  # any backend failure: the URI does not work for MLflow
-        raise ConfigError(f"config key 'tracking.uri' ({mask_url(cfg.tracking.uri)}): "
-                          f"MLflow cannot use it: {str(err).splitlines()[0]}") from None
+        raise _unusable(cfg, err) from None
     if logged:
         return logged[0].info.run_id
     with mlflow.start_run(run_name=name) as run:

@@ -41,7 +41,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class StudyRef:
     folder: Path
     key: str
     saw_folds: tuple[int, ...]
+    parts: dict = field(default_factory=dict, compare=False, hash=False)  # inputs' digests
 
 
 # tune settings that change how the search runs, not what a trial computes: in no key
@@ -87,20 +88,27 @@ def study_base(cfg: Config) -> str:
     return tune.study_name or f"{cfg.name}-{tune.experiment}"
 
 
-def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame) -> dict:
+def tune_backbone(cfg: Config) -> str:
+    tune = _tune(cfg)
+    return tune.backbone or cfg.backbones_for(tune.experiment)[0]
+
+
+def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
+                 pack_keys: dict[str, str] | None = None) -> dict:
     """Everything a trial's objective reads: the tuning backbone's packs (by content), the
     folds, the labels, the model and its code, the train settings that change results, the
     ranges, tuning folds, epochs and seeds, and the kit's version."""
     tune = _tune(cfg)
-    backbone = tune.backbone or cfg.backbones_for(tune.experiment)[0]
-    packs = open_packs(cfg, data, backbone)
+    backbone = tune_backbone(cfg)
+    if pack_keys is None:
+        pack_keys = {r: p.key for r, p in open_packs(cfg, data, backbone).items()}
     spec = cfg.experiments[tune.experiment].model
     return {
         "kit": KIT_VERSION, "code": model_code_digest(spec.name),
         "model": untuned_params(spec.resolved(), tune.ranges),
         "train": keyed_train_settings(cfg.train_for(tune.experiment).model_dump(mode="json")),
         "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS),
-        "backbone": backbone, "packs": {r: p.key for r, p in sorted(packs.items())},
+        "backbone": backbone, "packs": dict(sorted(pack_keys.items())),
         "folds": folds_digest(folds), "labels": labels_digest(data.labels),
     }
 
@@ -129,13 +137,15 @@ def seen_folds(folds: pd.DataFrame, tuning_folds: list[int]) -> tuple[int, ...]:
     return tuple(f for f in cv if any(f != t for t in tuning_folds))
 
 
-def current_study(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None
-                  ) -> StudyRef:
+def current_study(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None,
+                  pack_keys: dict[str, str] | None = None) -> StudyRef:
     """The study these inputs make: `<base>-<key>` (a changed input is a new study)."""
     folds = read_folds(cfg.folds.path) if folds is None else folds
-    key = stable_hash(study_inputs(cfg, data, folds))
+    inputs = study_inputs(cfg, data, folds, pack_keys)
+    key = stable_hash(inputs)
     name = f"{study_base(cfg)}-{key[:8]}"
-    return StudyRef(name, _tune(cfg).dir / name, key, seen_folds(folds, _tune(cfg).folds))
+    return StudyRef(name, _tune(cfg).dir / name, key, seen_folds(folds, _tune(cfg).folds),
+                    {k: stable_hash(v, 8) for k, v in inputs.items()})
 
 
 def _tune(cfg: Config) -> TuneConfig:
@@ -353,7 +363,7 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
     train_cfg = cfg.train_for(tune.experiment)
     if tune.epochs:
         train_cfg = train_cfg.model_copy(update={"epochs": tune.epochs})
-    backbone = tune.backbone or cfg.backbones_for(tune.experiment)[0]
+    backbone = tune_backbone(cfg)
     folds = read_folds(cfg.folds.path)
     packs = open_packs(cfg, data, backbone)
     # the objective never sees a scored row: each tuning fold's model learns from part of
@@ -409,18 +419,19 @@ def write_overlay(cfg: Config, study: optuna.Study, ref: StudyRef) -> Path:
     write_json(ref.folder / STUDY_RECORD, {
         "study": ref.name, "key": ref.key, "finished": finished_trials(study),
         "best_trial": study.best_trial.number, "best_value": study.best_trial.value,
-        "saw_rows_of_folds": list(ref.saw_folds)})
+        "saw_rows_of_folds": list(ref.saw_folds), "inputs": ref.parts})
     return path
 
 
 STUDY_RECORD = "study.json"
 
 
-def tuned_overlay(cfg: Config, ref: StudyRef) -> Path | None:
-    """The current study's best.yaml, if that study has reached `tune.n_trials`."""
+def tuned_overlay(cfg: Config, ref: StudyRef, carry: bool = True) -> Path | None:
+    """The current study's best.yaml, if that study has reached `tune.n_trials`; `carry`:
+    first adopt a study an older kit finished (`adopt_legacy_study`)."""
     record = ref.folder / STUDY_RECORD
     old = _tune(cfg).dir / study_base(cfg)
-    if not record.is_file() and (old / "optuna.journal").is_file() and \
+    if carry and not record.is_file() and (old / "optuna.journal").is_file() and \
             not (old / LEGACY_MARK).is_file():  # a study an older kit finished, perhaps
         study = open_study(cfg, ref)
         if finished_trials(study) >= _tune(cfg).n_trials:
