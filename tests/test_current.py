@@ -295,3 +295,50 @@ def test_a_stale_stack_is_never_submitted_and_the_report_marks_it(copied, tmp_pa
         ensure_submission(cfg, "s", "new-transcripts")
     marks = statuses(cfg)
     assert marks["ridge stack"].startswith("stale") and not marks["t"]
+
+
+# ------------------------------------------------------------------ smaller promises
+
+
+def test_an_error_while_writing_names_the_file_not_its_temporary(tmp_path: Path) -> None:
+    import errno
+
+    from taemi.artifacts import atomic_path
+
+    target = tmp_path / "participants.csv"
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert caught.value.filename == str(target) and not target.exists()
+    assert not list(tmp_path.iterdir())  # the temporary is gone too
+
+
+def test_temporaries_a_kill_left_beside_robustness_plots_are_removed(tmp_path: Path) -> None:
+    from taemi.artifacts import _host_tag
+    from taemi.robustness import write_robustness
+
+    cfg = tiny_config(tmp_path, tmp_path, experiments={"t": {"model": MODEL}},
+                      paths={"models": str(tmp_path / "models")})
+    folder = cfg.paths.models / "t"
+    folder.mkdir(parents=True)
+    dead = folder / f".robustness.png.{_host_tag()}-{2**31 - 2}-abc_12.png.tmp"
+    mine = folder / f".robustness.csv.{_host_tag()}-{__import__('os').getpid()}-abc_12.tmp"
+    dead.write_bytes(b"half a png")
+    mine.write_bytes(b"being written")
+    table = pd.DataFrame({"mean": [0.5], "loss_vs_all": [0.0]},
+                         index=pd.Index(["all modalities"], name="condition"))
+    write_robustness(cfg, "t", table)
+    assert not dead.exists() and mine.exists()
+    assert (folder / "robustness.png").is_file()
+
+
+def test_a_tracking_uri_that_cannot_be_used_stops_before_any_training(
+        tiny_root: Path, tmp_path: Path) -> None:
+    from conftest import grid_config
+
+    base = grid_config(tiny_root, tmp_path)
+    (tmp_path / "a-file").write_text("")  # a database beneath a file cannot be made
+    cfg = base.model_copy(update={"tracking": base.tracking.model_copy(
+        update={"uri": f"sqlite:///{tmp_path}/a-file/mlruns.db"})})
+    with pytest.raises(ConfigError, match=r"tracking\.uri"):
+        train_experiments(cfg)
+    assert not (tmp_path / "models").exists()

@@ -317,7 +317,7 @@ def build_packed(
               {"key": found.key, "source": found.source}, found.manifest)
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise _disk_full(err, cache_root) from err
+            raise _disk_full(_named(err, folder), cache_root) from err
         raise
     for stale in cache_root.glob(f"{name}-k{steps}-*"):
         if stale != folder and stale.is_dir() and not stale.name.startswith(".") and \
@@ -326,6 +326,16 @@ def build_packed(
             for derived in cache_root.glob(f"{NORMALISED_PREFIX}-{stale.name}-*"):
                 shutil.rmtree(derived, ignore_errors=True)
     return PackedFeature(folder)
+
+
+def _named(err: OSError, folder: Path) -> OSError:
+    """The error with the pack's own folder where it names the temporary one being written
+    (a user looks for the pack, never for `.<name>.<host>-<pid>-<random>.tmp`)."""
+    where = Path(err.filename) if err.filename else None
+    if where is None or where.parent.parent != folder.parent or \
+            not where.parent.name.startswith(f".{folder.name}."):
+        return err
+    return OSError(err.errno, err.strerror, str(folder / where.name))
 
 
 def _same_source(folder: Path, source: list[str]) -> bool:

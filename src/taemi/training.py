@@ -181,6 +181,129 @@ def average_snapshots(folder: Path, kept: list, device: torch.device) -> dict[st
             if value.is_floating_point() else value for name, value in states[0].items()}
 
 
+@dataclass
+class _Fit:
+    """What one fold's training holds between epochs (`fit_fold`)."""
+
+    model: nn.Module
+    forward: nn.Module  # `model`, compiled on request; weights are saved from `model`
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    loss_fn: MixedLoss
+    device: torch.device
+    steps_per_epoch: int
+
+    @property
+    def judge(self) -> nn.Module:
+        """The weights that are scored and kept: the EMA's, where there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+
+def _start(model: nn.Module, inputs: ClipInputs, n_train: int, cfg: TrainConfig) -> _Fit:
+    """Model and inputs on the device; the optimiser, schedule, EMA and loss."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    model.to(device)
+    inputs.to(device)
+    if cfg.loss.get("gate") and not has_gate_head(model):
+        raise ConfigError("config key 'train.loss.gate': the model has no gate x intensity "
+                          "head to teach (give the model head: gate, or drop the gate loss)")
+    # a model may give its own parameter groups (layer-wise rates: `taemi.endtoend`)
+    params = model.param_groups(cfg.lr) if hasattr(model, "param_groups") else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
+    return _Fit(model, torch.compile(model) if cfg.compile else model, optimizer, scheduler,
+                EMA(model, cfg.ema) if cfg.ema else None, MixedLoss(cfg.loss), device,
+                steps_per_epoch)
+
+
+def _resume(fit: _Fit, last: Path, fingerprint: str) -> dict | None:
+    """The loop's state from `last.pt` when it belongs to this run (its fingerprint), with
+    the weights, optimiser, schedule, EMA and random state put back; else None."""
+    if not last.is_file():
+        return None
+    saved = torch.load(last, map_location=fit.device, weights_only=True)
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    fit.model.load_state_dict(saved["model"])
+    fit.optimizer.load_state_dict(saved["optimizer"])
+    fit.scheduler.load_state_dict(saved["scheduler"])
+    if fit.ema is not None:
+        fit.ema.model.load_state_dict(saved["ema"])
+        fit.ema.updates = saved["ema_updates"]
+    torch.set_rng_state(saved["rng"])
+    if fit.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"])
+    return {"kept": [], **saved["state"]}
+
+
+def _save_state(fit: _Fit, last: Path, fingerprint: str, state: dict) -> None:
+    with atomic_path(last) as tmp:
+        torch.save({
+            "fingerprint": fingerprint, "state": state, "model": fit.model.state_dict(),
+            "optimizer": fit.optimizer.state_dict(), "scheduler": fit.scheduler.state_dict(),
+            "ema": fit.ema.model.state_dict() if fit.ema is not None else None,
+            "ema_updates": fit.ema.updates if fit.ema is not None else 0,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if fit.device.type == "cuda" else None,
+        }, tmp)
+
+
+def _train_epoch(fit: _Fit, inputs: ClipInputs, train_t: Tensor, y_train_t: Tensor,
+                 cfg: TrainConfig, seed: int, epoch: int, desc: str) -> tuple[float, int]:
+    """One pass over the training rows in an order seeded by (seed, epoch): the summed
+    loss and the rows seen."""
+    fit.model.train()
+    if hasattr(fit.model, "start_epoch"):  # e.g. encoders frozen for the first epochs
+        fit.model.start_epoch(epoch)
+    order = torch.randperm(len(train_t), generator=torch.Generator().manual_seed(
+        seed * 100_003 + epoch))
+    autocast = torch.autocast(fit.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    total, seen = 0.0, 0
+    bar = progress(range(fit.steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, unit="batch")
+    for step in bar:
+        rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        batch = inputs.batch(train_t[rows])
+        with autocast:
+            pred = fit.forward(batch)
+        loss = fit.loss_fn(pred, y_train_t[rows.to(fit.device)], take_gate_logits(fit.model))
+        fit.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(fit.model.parameters(), cfg.grad_clip)
+        fit.optimizer.step()
+        fit.scheduler.step()
+        if fit.ema is not None:
+            fit.ema.update(fit.model)
+        total += loss.detach().item() * len(rows)
+        seen += len(rows)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    if not math.isfinite(total):
+        raise TrainingDiverged(f"{desc}: the training loss is no longer finite at epoch "
+                               f"{epoch + 1} (lower train.lr, or check the features for "
+                               "extreme values)")
+    return total, seen
+
+
+def _judge_epoch(fit: _Fit, inputs: ClipInputs, val_index: np.ndarray, y_val: np.ndarray,
+                 cfg: TrainConfig, epoch: int, desc: str) -> tuple[dict, float]:
+    """The selection rows' per-target Pearson and loss (NaN where there are none)."""
+    if not len(val_index):  # no selection rows: every epoch runs, the last one is kept
+        return {"mean": math.nan, **{t: math.nan for t in TARGETS}}, math.nan
+    val_pred = predict(fit.judge, inputs, val_index, cfg.eval_batch_size)
+    if not np.isfinite(val_pred).all():
+        raise TrainingDiverged(f"{desc}: predictions are no longer finite at epoch "
+                               f"{epoch + 1} (lower train.lr, or check the features "
+                               "for extreme values)")
+    val_loss = float(fit.loss_fn(torch.from_numpy(val_pred), torch.from_numpy(y_val)))
+    return score_table(y_val, val_pred), val_loss
+
+
 def fit_fold(
     model: nn.Module,
     inputs: ClipInputs,
@@ -211,123 +334,43 @@ def fit_fold(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    model.to(device)
-    inputs.to(device)
-    y_train_t = torch.as_tensor(y_train, dtype=torch.float32, device=device)
+    fit = _start(model, inputs, len(train_index), cfg)
+    y_train_t = torch.as_tensor(y_train, dtype=torch.float32, device=fit.device)
     train_t = torch.as_tensor(train_index, dtype=torch.long)
-    loss_fn = MixedLoss(cfg.loss)
-    if cfg.loss.get("gate") and not has_gate_head(model):
-        raise ConfigError("config key 'train.loss.gate': the model has no gate x intensity "
-                          "head to teach (give the model head: gate, or drop the gate loss)")
-    # a model may give its own parameter groups (layer-wise rates: `taemi.endtoend`)
-    params = model.param_groups(cfg.lr) if hasattr(model, "param_groups") else model.parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_index) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
-        int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    # the training step's forward, compiled on request; weights are saved from `model`
-    forward = torch.compile(model) if cfg.compile else model
-
-    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
-             "history": [], "seconds": 0.0, "kept": []}
     last = workdir / "last.pt"
-    if last.is_file():
-        saved = torch.load(last, map_location=device, weights_only=True)
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if ema is not None:
-                ema.model.load_state_dict(saved["ema"])
-                ema.updates = saved["ema_updates"]
-            torch.set_rng_state(saved["rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"])
-            state = {"kept": [], **saved["state"]}
+    state = _resume(fit, last, fingerprint) or {
+        "epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
+        "history": [], "seconds": 0.0, "kept": []}
 
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
         started = time.perf_counter()
-        model.train()
-        if hasattr(model, "start_epoch"):  # e.g. encoders frozen for the first epochs
-            model.start_epoch(epoch)
-        order = torch.randperm(len(train_t), generator=torch.Generator().manual_seed(
-            seed * 100_003 + epoch))
-        total, seen = 0.0, 0
-        bar = progress(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-                       leave=False, unit="batch")
-        for step in bar:
-            rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            batch = inputs.batch(train_t[rows])
-            with autocast:
-                pred = forward(batch)
-            loss = loss_fn(pred, y_train_t[rows.to(device)], take_gate_logits(model))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            total += loss.detach().item() * len(rows)
-            seen += len(rows)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-
-        if not math.isfinite(total):
-            raise TrainingDiverged(f"{desc}: the training loss is no longer finite at epoch "
-                                   f"{epoch + 1} (lower train.lr, or check the features for "
-                                   "extreme values)")
-        judge = ema.model if ema is not None else model
-        if len(val_index):
-            val_pred = predict(judge, inputs, val_index, cfg.eval_batch_size)
-            if not np.isfinite(val_pred).all():
-                raise TrainingDiverged(f"{desc}: predictions are no longer finite at epoch "
-                                       f"{epoch + 1} (lower train.lr, or check the features "
-                                       "for extreme values)")
-            scores = score_table(y_val, val_pred)
-            val_loss = float(loss_fn(torch.from_numpy(val_pred), torch.from_numpy(y_val)))
-        else:  # no selection rows: every epoch runs, the last one is kept
-            scores = {"mean": math.nan, **{t: math.nan for t in TARGETS}}
-            val_loss = math.nan
+        total, seen = _train_epoch(fit, inputs, train_t, y_train_t, cfg, seed, epoch, desc)
+        scores, val_loss = _judge_epoch(fit, inputs, val_index, y_val, cfg, epoch, desc)
         state["seconds"] += time.perf_counter() - started
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-               "val_mean_pearson": scores["mean"],
-               **{f"val_{t}": scores[t] for t in TARGETS},
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
-        state["history"].append(row)
+        state["history"].append({
+            "epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+            "val_mean_pearson": scores["mean"], **{f"val_{t}": scores[t] for t in TARGETS},
+            "lr": fit.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
         if not len(val_index) or scores["mean"] > state["best_score"] + cfg.min_delta:
             state.update(best_score=scores["mean"], best_epoch=epoch + 1, bad_epochs=0)
             with atomic_path(workdir / "model.pt") as tmp:
-                torch.save(judge.state_dict(), tmp)
+                torch.save(fit.judge.state_dict(), tmp)
         else:
             state["bad_epochs"] += 1
         if cfg.average > 1:
-            keep_snapshot(judge, workdir / SNAPSHOTS, state, epoch + 1,
+            keep_snapshot(fit.judge, workdir / SNAPSHOTS, state, epoch + 1,
                           scores["mean"] if len(val_index) else float(epoch), cfg.average)
         state["epoch"] = epoch + 1
         write_csv(workdir / "metrics.csv", pd.DataFrame(state["history"]))
-        with atomic_path(last) as tmp:
-            torch.save({
-                "fingerprint": fingerprint, "state": state, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "ema": ema.model.state_dict() if ema is not None else None,
-                "ema_updates": ema.updates if ema is not None else 0,
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            }, tmp)
+        _save_state(fit, last, fingerprint, state)
         if on_epoch is not None:
             on_epoch(epoch, scores["mean"])
 
     if cfg.average > 1:
         with atomic_path(workdir / "model.pt") as tmp:
-            torch.save(average_snapshots(workdir / SNAPSHOTS, state["kept"], device), tmp)
-    model.load_state_dict(torch.load(workdir / "model.pt", map_location=device,
+            torch.save(average_snapshots(workdir / SNAPSHOTS, state["kept"], fit.device), tmp)
+    model.load_state_dict(torch.load(workdir / "model.pt", map_location=fit.device,
                                      weights_only=True))
     return FoldOutcome(best_epoch=state["best_epoch"], best_score=state["best_score"],
                        epochs_run=state["epoch"], seconds=state["seconds"],
