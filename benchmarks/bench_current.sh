@@ -26,7 +26,7 @@ timed() {  # label, then the command; wall seconds and peak memory appended to t
 : > "$OUT/times.tsv"
 
 cd "$WORK"
-timed "first run (synth, pack, train 15 jobs at 1 epoch, robustness, stack)" \
+timed "run (a fresh WORK: synth, pack, train 15 jobs at 1 epoch, robustness, stack)" \
   "$TAEMI" run "${ARGS[@]}" > "$OUT/first.txt"
 timed "run, everything current" "$TAEMI" run "${ARGS[@]}" > "$OUT/current.txt"
 timed "run, everything current (again)" "$TAEMI" run "${ARGS[@]}" > /dev/null

@@ -25,10 +25,12 @@ temporary folders of interrupted runs are removed when the next run packs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -261,12 +263,44 @@ class PackLookup:
         return None
 
 
+_REMEMBERED: dict | None = None  # find_pack's answers while one command runs
+
+
+@contextlib.contextmanager
+def remembering() -> Iterator[None]:
+    """Within one command (`taemi.cli.main`, `taemi.pipeline.run_all`), each feature
+    folder is listed and quick-checked once, however many steps ask for its pack: the kit
+    writes no feature file while it plans, packs and trains. Outside, every call looks
+    again."""
+    global _REMEMBERED
+    outer = _REMEMBERED
+    _REMEMBERED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REMEMBERED = outer
+
+
 def find_pack(data: ChallengeData, name: str, steps: int,
               cache_root: str | os.PathLike) -> PackLookup:
     """The key of the pack of `name` at `steps` steps: the files' contents, quick-checked
     against the manifests of this feature's packs (a copied project reads them once)."""
     if steps < 1:
         raise ValueError(f"cache steps must be at least 1, got {steps}")
+    memo = None
+    if _REMEMBERED is not None:
+        memo = (name, steps, str(Path(cache_root).resolve()), hash(tuple(data.all_ids)),
+                tuple(str(f.resolve()) for f in data.feature_folders(name)))
+        if memo in _REMEMBERED:
+            return _REMEMBERED[memo]
+    found = _find_pack(data, name, steps, cache_root)
+    if memo is not None:
+        _REMEMBERED[memo] = found
+    return found
+
+
+def _find_pack(data: ChallengeData, name: str, steps: int,
+               cache_root: str | os.PathLike) -> PackLookup:
     files = data.feature_files(name)
     if not files:
         raise DataError(f"feature folder {name!r} holds no file for any known id")

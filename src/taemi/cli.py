@@ -24,6 +24,7 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 
+from taemi.cache import remembering
 from taemi.config import Config, ConfigError, load_config
 from taemi.data import DataError
 from taemi.progress import echo, set_quiet
@@ -301,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
     try:
-        return int(args.handler(args) or 0)
+        with remembering():  # each feature folder quick-checked once a command
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"taemi {args.command}: interrupted; run the same command again to resume "
               "where it stopped", file=sys.stderr)

@@ -29,8 +29,8 @@ from taemi.cache import PackedFeature, build_packed, participant_normalised
 from taemi.config import ROLES, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
-from taemi.identity import KIT_VERSION
-from taemi.legacy import legacy_job_fingerprint
+from taemi.identity import KIT_VERSION, table_digest
+from taemi.legacy import legacy_job_fingerprint, legacy_labels_digest
 from taemi.metrics import score_table
 from taemi.participants import ensure_participants
 
@@ -92,7 +92,7 @@ def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, Pac
 
 def labels_digest(labels: pd.DataFrame) -> str:
     """A fingerprint of the label table: corrected labels retrain what they touch."""
-    return stable_hash(labels.to_csv(index=False), 16)
+    return table_digest(labels)
 
 
 # train settings that change how fast a job runs or where, never what it learns: in no key
@@ -191,7 +191,7 @@ def carry_over(cfg: Config, job: Job, parts: dict, packs: dict[str, PackedFeatur
     if any(name is None for name in names.values()):
         return False
     old = legacy_job_fingerprint(cfg, job.experiment, job.seed, job.fold, names, folds,
-                                 labels, data)
+                                 legacy_labels_digest(data.labels), data)
     if record.get("fingerprint") != old:
         return False
     write_json(done, {**record, "fingerprint": fingerprint, "kit": KIT_VERSION,
@@ -382,6 +382,15 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     `tuned`: the study whose parameters it trained with (its name and the folds it saw)."""
     exp_dir = cfg.experiment_dir(experiment)
     jobs = plan_jobs(cfg, experiment, folds)
+    made = {j.label: read_json(j.folder(cfg.paths.models) / "done.json")["fingerprint"]
+            for j in jobs}
+    test_labels = None if data.test_labels is None else table_digest(data.test_labels)
+    earlier = read_json(exp_dir / "cv.json") if (exp_dir / "cv.json").is_file() else {}
+    if earlier.get("jobs") == made and earlier.get("tuned") == tuned and \
+            earlier.get("test_labels") == test_labels and \
+            all((exp_dir / f"{kind}.csv").is_file() for kind in ("oof", "test")):
+        write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.public()})
+        return earlier  # gathered from these very jobs: nothing to redo
     cv: dict = {"experiment": experiment, "model": cfg.experiments[experiment].model.name,
                 "folds_file": str(cfg.folds.path), "folds_digest": folds_digest(folds),
                 "folds": experiment_folds(cfg, experiment, folds), "per_backbone": {},
@@ -415,8 +424,8 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
         cv["holdout"] = _score(top["holdout"], data.labels)
     cv["heldout_test"] = _score(top["test"], data.test_labels)
     # which job runs these predictions come from: `taemi submit` checks them against the config
-    cv["jobs"] = {j.label: read_json(j.folder(cfg.paths.models) / "done.json")["fingerprint"]
-                  for j in jobs}
+    cv["jobs"] = made
+    cv["test_labels"] = test_labels
     # what the OOF score estimates: one fold model's score on the test (mean over models)
     cv["heldout_test_single"] = float(np.mean(single)) if single else None
     cv["selection"] = cfg.train_for(experiment).selection

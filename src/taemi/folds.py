@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from taemi.artifacts import stable_hash, write_csv
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, check_ids
+from taemi.identity import table_digest
 
 HOLDOUT = -1
 SCHEMES = ("train+valid", "train")
@@ -318,5 +319,4 @@ def folds_digest(folds: pd.DataFrame) -> str:
     the same fold numbers train different models)."""
     columns = [c for c in (ID_COLUMN, "fold", "group", "purge") if c in folds.columns]
     rows = folds[columns].astype({c: np.int64 for c in columns if c != ID_COLUMN})
-    return stable_hash({"rows": rows.to_csv(index=False, lineterminator="\n"),
-                        "selection": SELECTION_VERSION}, 16)
+    return stable_hash({"rows": table_digest(rows), "selection": SELECTION_VERSION}, 16)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 import taemi
 
 KIT_VERSION = taemi.__version__
@@ -87,6 +90,20 @@ def folder_digest(folder: Path, manifest: Path) -> str:
     files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
     return hashlib.blake2b(repr(sorted(digest_files(files, manifest).items())).encode(),
                            digest_size=16).hexdigest()
+
+
+def table_digest(frame: pd.DataFrame) -> str:
+    """The digest of a table's columns, names and values (not its index): what a CSV of it
+    would say, computed from the arrays (a CSV of 17k rows takes a tenth of a second)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in frame.columns:
+        values = frame[name]
+        digest.update(f"\x01{name}\x02{values.dtype.kind}".encode())
+        if values.dtype.kind in "biuf":
+            digest.update(np.ascontiguousarray(values.to_numpy(np.float64)).tobytes())
+        else:
+            digest.update("\x00".join(map(str, values.tolist())).encode())
+    return digest.hexdigest()
 
 
 def source_files_digest(paths: Iterable[str | os.PathLike]) -> str:

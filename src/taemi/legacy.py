@@ -59,6 +59,10 @@ def adopt_legacy_pack(data: ChallengeData, name: str, steps: int, cache_root: Pa
     return True
 
 
+def legacy_labels_digest(labels: pd.DataFrame) -> str:
+    return stable_hash(labels.to_csv(index=False), 16)
+
+
 def legacy_folds_digest(folds: pd.DataFrame) -> str:
     return stable_hash(list(zip(folds["Filename"], folds["fold"].astype(int), strict=True)), 16)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from taemi.artifacts import read_json, write_json
-from taemi.cache import PackedFeature, build_packed
+from taemi.cache import PackedFeature, build_packed, remembering
 from taemi.config import Config, ConfigError
 from taemi.data import ChallengeData, DataError, DataReport, open_data
 from taemi.folds import read_folds
@@ -238,6 +238,11 @@ def run_all(cfg: Config) -> dict:
     Each run leaves a record in `paths.runs/<config name>/`: the resolved config, what was
     made or skipped and how long each step took, the host, and the plan's keys at the end
     (`taemi.plan`); history, without copying any model."""
+    with remembering():  # each feature folder quick-checked once a run
+        return _run_all(cfg)
+
+
+def _run_all(cfg: Config) -> dict:
     from taemi.report import write_report
     from taemi.stacking import check_stack
 

@@ -8,7 +8,9 @@ which models are current. A study that has not reached `tune.n_trials` is an err
 the commands that would train or judge models without it (run `taemi tune` first).
 
 `describe` is `taemi plan`: each artifact, its key, whether it is current and, where not,
-which input changed, without building or training anything.
+which input changed, without building or training anything. Tuning, stacking and
+end-to-end modules are imported where they are used (Optuna, LightGBM and torch take
+seconds to load).
 """
 
 from __future__ import annotations
@@ -19,8 +21,27 @@ import pandas as pd
 import yaml
 
 from taemi.artifacts import read_json, stable_hash
+from taemi.cache import find_pack, normalised_identity
 from taemi.config import Config, ConfigError, config_from_dict, deep_merge
-from taemi.data import ChallengeData
+from taemi.data import ID_COLUMN, ChallengeData
+from taemi.experiment import (
+    NORMALISED_ROLES,
+    changed_parts,
+    job_key_parts,
+    labels_digest,
+    plan_jobs,
+)
+from taemi.folds import check_given_folds, folds_digest, read_folds
+from taemi.legacy import legacy_pack_name
+from taemi.participants import (
+    current_participants,
+    identity_features,
+    participants_key,
+    read_participants,
+)
+from taemi.robustness import robustness_current
+from taemi.splits import current_folds, folds_key, needs_participants, planned_folds
+from taemi.submission import make_submission, submission_text
 
 
 def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = None,
@@ -88,8 +109,6 @@ class Planner:
         self._packs: dict = {}
 
     def pack(self, name: str, steps: int):
-        from taemi.cache import find_pack
-
         if (name, steps) not in self._packs:
             self._packs[name, steps] = find_pack(self.data, name, steps, self.cfg.cache.dir)
         return self._packs[name, steps]
@@ -100,8 +119,6 @@ class Planner:
         return entry
 
     def run(self) -> list[Entry]:
-        from taemi.splits import needs_participants
-
         cfg = self.cfg
         for name, steps in cfg.packed_features():
             self.plan_pack(name, steps)
@@ -116,8 +133,6 @@ class Planner:
         return self.entries
 
     def plan_pack(self, name: str, steps: int) -> None:
-        from taemi.legacy import legacy_pack_name
-
         found = self.pack(name, steps)
         old = legacy_pack_name(self.data, name, steps, self.data.all_ids, found.files)
         legacy = not found.exists and (found.folder.parent / old / "meta.json").is_file()
@@ -126,13 +141,6 @@ class Planner:
         self.add("pack", f"{name} K={steps}", found.key, found.exists or legacy, why)
 
     def plan_participants(self):
-        from taemi.participants import (
-            current_participants,
-            identity_features,
-            participants_key,
-            read_participants,
-        )
-
         cfg = self.cfg
         if cfg.folds.participants is not None:
             found = read_participants(cfg.folds.participants, self.data.all_ids)
@@ -145,9 +153,6 @@ class Planner:
         return found
 
     def plan_folds(self, participants):
-        from taemi.folds import check_given_folds, read_folds
-        from taemi.splits import current_folds, folds_key, needs_participants, planned_folds
-
         cfg = self.cfg
         path = cfg.folds.path
         if cfg.folds.given:
@@ -170,9 +175,6 @@ class Planner:
 
     def pack_keys(self, cfg: Config, backbone: str, participants) -> dict[str, str] | None:
         """The backbone's packs' keys, role -> key (None: they wait for participants)."""
-        from taemi.cache import normalised_identity
-        from taemi.experiment import NORMALISED_ROLES
-
         spec = cfg.backbones[backbone]
         keys = {}
         for role, feature in spec.features().items():
@@ -212,9 +214,6 @@ class Planner:
 
     def plan_experiment(self, cfg: Config, name: str, folds, participants) -> bool:
         """The experiment's jobs and its gathered predictions; True if all are current."""
-        from taemi.experiment import changed_parts, job_key_parts, labels_digest, plan_jobs
-        from taemi.folds import folds_digest
-
         if folds is None:
             self.add("experiment", name, None, False, "after the folds are made")
             return False
@@ -247,8 +246,9 @@ class Planner:
             why = f"{waiting} jobs wait for the participants"
         elif todo:
             reasons = sorted({r for _, r in todo})
-            why = (f"{len(todo)} of {total} jobs to train ({'; '.join(reasons[:3])}); an "
-                   "earlier kit's jobs on unchanged inputs are carried over, not retrained")
+            why = f"{len(todo)} of {total} jobs to train ({'; '.join(reasons[:3])})"
+            if any("earlier kit" in r for r in reasons):
+                why += "; an earlier kit's jobs on unchanged inputs are carried over, not retrained"
         cv_path = cfg.paths.models / name / "cv.json"
         gathered = read_json(cv_path).get("jobs") if cv_path.is_file() else None
         current = not todo and not waiting and gathered == planned
@@ -257,8 +257,6 @@ class Planner:
         self.add("experiment", f"{name} ({total} jobs)", None, current, why,
                  {"to_train": [label for label, _ in todo]})
         if cfg.experiments[name].measures_robustness:
-            from taemi.robustness import robustness_current
-
             fresh = current and robustness_current(cfg.paths.models / name)
             self.add("robustness", name, None, fresh, "its experiment's models changed")
         return current
@@ -284,9 +282,6 @@ class Planner:
             self.plan_submission(cfg, fresh)
 
     def plan_submission(self, cfg: Config, stack_current: bool) -> None:
-        from taemi.data import ID_COLUMN
-        from taemi.submission import make_submission, submission_text
-
         path = cfg.paths.submissions / f"{cfg.submit.name}.csv"
         source = cfg.paths.ensembles / cfg.submit.source / "test.csv"
         if not source.is_file():

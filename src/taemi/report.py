@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from taemi.artifacts import read_json, write_json, write_text
+from taemi.artifacts import read_json, stable_hash, write_json, write_text
 from taemi.config import Config
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix
 from taemi.experiment import stale_reason
 from taemi.folds import read_folds
+from taemi.identity import file_digest
 from taemi.plan import run_config
 from taemi.plots import grouped_bars, oof_scatter
 from taemi.robustness import robustness_current
@@ -107,7 +108,12 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
     out = cfg.paths.reports / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     table = leaderboard(cfg, data)
-    write_json(out / "leaderboard.json", table.replace({np.nan: None}).to_dict("records"))
+    records = table.replace({np.nan: None}).to_dict("records")
+    key = report_key(cfg, table, records)
+    record, path = out / "report.json", out / "leaderboard.md"
+    if path.is_file() and record.is_file() and read_json(record).get("key") == key:
+        return path  # its table, plots and their inputs are what they were: not redrawn
+    write_json(out / "leaderboard.json", records)
     parts = [f"# Leaderboard: {cfg.name}", "",
              f"Data: `{cfg.data.root}`; folds: `{cfg.folds.path}` ({cfg.folds.n_splits} folds, "
              f"{cfg.folds.scheme}{_grouping(cfg)}).", "",
@@ -146,6 +152,26 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
             shutil.copyfile(plot, out / f"robustness_{name}.png")
             parts += [f"Missing-modality robustness of {name}:", "",
                       f"![robustness {name}](robustness_{name}.png)", ""]
-    path = out / "leaderboard.md"
     write_text(path, "\n".join(parts))
+    write_json(record, {"key": key})
     return path
+
+
+REPORT_VERSION = 1  # the report's text and plots: a change redraws every report
+
+
+def report_key(cfg: Config, table: pd.DataFrame, records: list[dict]) -> str:
+    """What a report is drawn from: its table, the predictions its scatter plots, the
+    robustness plots it copies, the folds' record, and the report's version."""
+    inputs = {"table": records, "v": REPORT_VERSION}
+    scored = table[(table["cv mean"].notna()) & (table["folder"] != "")]
+    if not scored.empty:
+        oof = Path(scored.loc[scored["cv mean"].idxmax(), "folder"]) / "oof.csv"
+        inputs["oof"] = file_digest(oof) if oof.is_file() else None
+    inputs["robustness"] = {name: file_digest(plot) for name in cfg.experiments
+                            if (plot := cfg.paths.models / name / "robustness.png").is_file()
+                            and robustness_current(plot.parent)}
+    folds_record = Path(cfg.folds.path).with_name("folds.json")
+    inputs["folds"] = file_digest(folds_record) if folds_record.is_file() else None
+    inputs["where"] = [str(cfg.data.root), str(cfg.folds.path)]  # named in its text
+    return stable_hash(inputs)

@@ -28,6 +28,7 @@ from taemi.folds import (
     read_folds,
     write_folds,
 )
+from taemi.identity import table_digest
 from taemi.participants import Participants, ensure_participants
 from taemi.progress import echo
 
@@ -50,11 +51,10 @@ def folds_key_parts(cfg: Config, data: ChallengeData, participants: Participants
     """What folds.csv is made of, each part by its digest: the folds settings (not where
     the file lies), the labels, the transcripts and the participants."""
     settings = cfg.folds.model_dump(mode="json", exclude={"path", "participants", "given"})
-    return {"settings": stable_hash(settings),
-            "labels": stable_hash(data.labels.to_csv(index=False)),
+    return {"settings": stable_hash(settings), "labels": table_digest(data.labels),
             "transcripts": stable_hash(sorted(data.transcripts.items())),
-            "participants": stable_hash(None if participants is None
-                                        else participants.frame().to_csv())}
+            "participants": None if participants is None
+            else table_digest(participants.frame())}
 
 
 def folds_key(cfg: Config, data: ChallengeData, participants: Participants | None) -> str:
