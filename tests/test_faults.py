@@ -125,10 +125,23 @@ def _cli(tmp_path: Path, tree: dict, *argv: str) -> int:
     ("unknown fold", "train", "experiments.a.folds"),
     ("no tune section", "tune", "no `tune` section"),
     ("models path is a file", "train", "Not a directory"),
+    ("no folds", "train", "'experiments.a.folds': List should have at least 1 item"),
+    ("a fold twice", "train", "'experiments.a.folds': Value error, each value once"),
+    ("a model without its modality", "train",
+     "model 'linear_audio' needs the audio modality, which backbone 'vit-w2v' does not have"),
+    ("a backbone without any modality", "train", "backbone 'vit-w2v' gives no modality"),
+    ("a stacker value LightGBM refuses", "stack",
+     "stack.lightgbm.n_estimators: LightGBM refuses them"),
+    ("a name that leaves its folder", "report", "config key 'name': String should match"),
+    ("an override that is not YAML", "train", "override 'experiments.a.seeds=[0,1'"),
+    ("an override with a YAML tag", "train", "the value is not plain YAML"),
+    ("a password holding @", "tune", "the password holds '@'; write it as %40"),
+    ("no test clips", "train", "no test clips in"),
 ])
 def test_one_line_errors(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                          case: str, command: str, expected: str) -> None:
     tree = _audio_grid(tiny_root, tmp_path).resolved()
+    extra: list[str] = []
     if case == "no experiments":
         tree["experiments"] = {}
     elif case == "unknown fold":
@@ -136,9 +149,83 @@ def test_one_line_errors(tiny_root: Path, tmp_path: Path, capsys: pytest.Capture
     elif case == "models path is a file":
         (tmp_path / "afile").write_text("")
         tree["paths"]["models"] = str(tmp_path / "afile" / "models")
-    assert _cli(tmp_path, tree, command) == 2
+    elif case == "no folds":
+        tree["experiments"]["a"]["folds"] = []
+    elif case == "a fold twice":
+        tree["experiments"]["a"]["folds"] = [0, 0]
+    elif case == "a model without its modality":
+        tree["backbones"]["vit-w2v"]["audio"] = None
+    elif case == "a backbone without any modality":
+        tree["backbones"]["vit-w2v"] = {"text": None, "visual": None, "audio": None}
+    elif case == "a stacker value LightGBM refuses":
+        tree["stack"] = {"name": "s", "experiments": ["a"], "lightgbm": {"n_estimators": -5}}
+    elif case == "a name that leaves its folder":
+        tree["name"] = "../../evil"
+    elif case == "an override that is not YAML":
+        extra = ["--set", "experiments.a.seeds=[0,1"]
+    elif case == "an override with a YAML tag":
+        extra = ["--set", "experiments.a.seeds=!!python/object/apply:os.system [echo hi]"]
+    elif case == "a password holding @":
+        tree["tune"] = {"experiment": "a", "n_trials": 1,
+                        "storage": "postgresql://kit:pa@ss@127.0.0.1:1/optuna"}
+    elif case == "no test clips":
+        (tmp_path / "no-tests.csv").write_text("Filename\n")
+        tree["data"]["test_list"] = str(tmp_path / "no-tests.csv")
+        tree["data"]["test_labels"] = None
+    assert _cli(tmp_path, tree, command, *extra) == 2
     err = capsys.readouterr().err.strip()
-    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    lines = err.splitlines()
+    # one line, or a config's "invalid config" line with one line per bad key under it
+    assert len(lines) == 1 or (lines[0].endswith("invalid config") and len(lines) == 2)
+    assert expected in err and "Traceback" not in err and lines[0].startswith("taemi ")
+    assert "ss@" not in err and "pa@" not in err  # no part of a password
+
+
+def test_every_credential_is_masked() -> None:
+    from taemi.config import mask_secrets
+
+    text = ("MLflow cannot reach http://user:PASS@host/ and postgresql://kit:p@ss:w@rd@db:5432/x"
+            " but https://host/path@x is no credential")
+    masked = mask_secrets(text)
+    assert "PASS" not in masked and "p@ss" not in masked and "rd@db" not in masked
+    assert "http://user:***@host/" in masked and "postgresql://kit:***@db:5432/x" in masked
+    assert "https://host/path@x" in masked
+
+
+def test_synth_arguments_follow_the_config_rules(tmp_path: Path, capsys) -> None:
+    for argv in (["--scale", "nan"], ["--scale", "0"], ["--scale", "2"],
+                 ["--text-meaning", "2"]):
+        assert main(["synth", str(tmp_path / "d"), *argv, "-q"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"taemi synth: error: {argv[0]}") and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "synth.json").write_text("{not json")
+    assert main(["synth", str(tmp_path / "d"), "--scale", "0.02", "-q"]) == 2
+    assert "synth.json is damaged (not JSON): pass --force" in capsys.readouterr().err
+
+
+def test_a_killed_synth_leaves_nothing_behind(tmp_path: Path) -> None:
+    from taemi.artifacts import _host_tag
+    from taemi.synth import SynthParams, generate
+
+    dead = tmp_path / f".d.{_host_tag()}-{2**31 - 2}-abc123.tmp"
+    (dead / "vit").mkdir(parents=True)
+    generate(tmp_path / "d", SynthParams(scale=0.02, seed=1, workers=1))
+    assert not dead.exists() and (tmp_path / "d" / "synth.json").is_file()
+
+
+def test_small_path_promises(tiny_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """`~` is expanded in config paths; `--name final.csv` writes final.csv."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = config_from_dict({"data": {"root": "~/data"}, "paths": {"models": "~/m"}})
+    assert cfg.data.root == tmp_path / "data" and cfg.paths.models == tmp_path / "m"
+    grid = _audio_grid(tiny_root, tmp_path)
+    train_experiments(grid)
+    tree = grid.resolved()
+    assert _cli(tmp_path, tree, "submit", "--from", "a", "--name", "final.csv") == 0
+    assert (tmp_path / "submissions" / "final.csv").is_file()
+    assert not (tmp_path / "submissions" / "final.csv.csv").exists()
 
 
 def test_interrupted_command_says_how_to_resume(tiny_root: Path, tmp_path: Path,

@@ -88,7 +88,7 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "valid submission" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([HEADER, *GOOD_ROWS[:2]]) + "\n")
-    assert main(["validate", str(bad), "--test-ids", str(ids)]) == 1
+    assert main(["validate", str(bad), "--test-ids", str(ids)]) == 2
     assert "test ids missing" in capsys.readouterr().err
     assert main(["validate", str(bad)]) == 0  # format alone is fine
     assert "format only" in capsys.readouterr().out

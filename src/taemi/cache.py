@@ -3,12 +3,13 @@
 Reading and pooling thousands of `{id}.pkl` files at every training step is what makes
 public EMI code slow. One pass here turns a feature folder into
 
-    <cache>/<feature>-k<K>-<source>-<hash>/
+    <cache>/<feature>-k<K>-<key>/
         x.npy        (N, K, D) float16, rows in id order
         valid.npy    (N, K) bool: which of the K steps hold data
         length.npy   (N,) int: the clip's original step count
         missing.npy  (N,) bool: no file, an empty one, or one without a finite value
-        meta.json    ids, width, settings and the loading report
+        meta.json    ids, width, settings, the key and the loading report
+        files.json   each clip's file: name, size, mtime and content digest
 
 A clip of T >= K steps is adaptive-average-pooled to K steps (torch's bins); a shorter
 clip keeps its T steps and the rest are padding, marked invalid. A step made only of NaN,

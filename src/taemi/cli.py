@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from taemi.cache import remembering
-from taemi.config import Config, ConfigError, load_config
+from taemi.config import Config, ConfigError, load_config, mask_secrets
 from taemi.data import DataError
 from taemi.progress import echo, set_quiet
 
 PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-               errno.ENOSPC, errno.EEXIST)
+               errno.ENOSPC, errno.EEXIST, errno.EIO)
 Handler = Callable[[argparse.Namespace], int | None]
 USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
 
@@ -45,10 +46,20 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from taemi.config import SynthConfig
     from taemi.synth import SynthParams, generate
 
-    params = SynthParams(scale=args.scale, seed=args.seed, dtype=args.dtype,
-                         seed_videos=args.seed_videos, text_meaning=args.text_meaning,
+    try:  # the command line obeys the config section's rules: one rule for both
+        checked = SynthConfig(scale=args.scale, seed=args.seed, dtype=args.dtype,
+                              seed_videos=args.seed_videos, text_meaning=args.text_meaning)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']} "
+                          f"(got {first.get('input')!r})") from None
+    params = SynthParams(scale=checked.scale, seed=checked.seed, dtype=checked.dtype,
+                         seed_videos=checked.seed_videos, text_meaning=checked.text_meaning,
                          workers=args.workers)
     summary = generate(args.root, params, force=args.force)
     clips = summary["clips"]
@@ -142,6 +153,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     cfg = _config(args)
     source = args.source or (cfg.submit.source if cfg.submit else None)
     name = args.name or (cfg.submit.name if cfg.submit else None)
+    name = name.removesuffix(".csv") if name else name  # --name final.csv: final.csv
     if not source or not name:
         raise ConfigError("give --from SOURCE and --name NAME (or a `submit` config section)")
     path = ensure_submission(cfg, source, name, overwrite=args.force)
@@ -161,8 +173,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = submission_problems(args.file, test_ids)
     for problem in problems:
         print(problem, file=sys.stderr)
-    if problems:
-        return 1
+    if problems:  # one rule for every refusal: exit 2
+        return 2
     scope = "" if test_ids is not None else " (format only: give --config or --test-ids to " \
         "check the id set)"
     print(f"{args.file}: valid submission{scope}")
@@ -291,25 +303,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _diverged(err: Exception) -> bool:
-    """A run whose loss went non-finite: one line too. Checked without importing torch
-    (the training module is loaded only by commands that train)."""
-    training = sys.modules.get("taemi.training")
-    return training is not None and isinstance(err, training.TrainingDiverged)
+# errors that explain themselves in one line, from modules not every command loads (the
+# training module imports torch): checked without importing them
+EXPLAINED = {"taemi.training": "TrainingDiverged", "taemi.executors": "WorkerDied"}
+
+
+def _explained(err: Exception) -> bool:
+    for module, name in EXPLAINED.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (`timeout`, a scheduler's time limit, a closed terminal, a
+    container stop): the command stops as Ctrl-C stops it, every process it started with it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
+    handlers = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with remembering():  # each feature folder quick-checked once a command
             return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print(f"taemi {args.command}: interrupted; run the same command again to resume "
-              "where it stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = f"stopped by {err.args[0]}" if isinstance(err, Stopped) else "interrupted"
+        print(f"taemi {args.command}: {how}; run the same command again to resume where "
+              "it stopped", file=sys.stderr)
+        return 128 + err.signum if isinstance(err, Stopped) else 130
     except Exception as err:
-        if isinstance(err, USER_ERRORS) or _diverged(err):
+        if isinstance(err, USER_ERRORS) or _explained(err):
             message = str(err)
         elif isinstance(err, OSError) and err.errno in PATH_ERRNOS:
             # a path the kit cannot write: name it, in one line
@@ -317,8 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{what}: {err.filename or ''}"
         else:
             raise
-        print(f"taemi {args.command}: error: {message}", file=sys.stderr)
+        print(f"taemi {args.command}: error: {mask_secrets(message)}", file=sys.stderr)
         return 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,10 @@ from pydantic import (
 )
 
 Role = Literal["text", "visual", "audio"]
+# a path as written, `~` expanded (the shell does not expand it inside a YAML file)
+UserPath = Annotated[Path, AfterValidator(lambda p: p.expanduser())]
+# a name that becomes a folder or file name: no separator, no leading dot
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=120)]
 ROLES: tuple[str, ...] = ("text", "visual", "audio")
 
 
@@ -40,7 +45,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the organisers' layout lives, and the file names inside it."""
 
-    root: Path
+    root: UserPath
     train_csv: str = "train_split.csv"
     valid_csv: str = "valid_split.csv"
     test_list: str | None = None  # None: test ids are the names of the media in test_data/
@@ -64,7 +69,7 @@ class SynthConfig(Section):
 
 
 class CacheConfig(Section):
-    dir: Path = Path("cache")
+    dir: UserPath = Path("cache")
     steps: dict[Role, PositiveInt] = Field(
         default_factory=lambda: {"text": 32, "visual": 32, "audio": 32})
     workers: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
@@ -79,7 +84,7 @@ class CacheConfig(Section):
 class FoldsConfig(Section):
     """How clips are split into folds (`taemi.folds`), and what each fold keeps apart."""
 
-    path: Path = Path("folds/folds.csv")
+    path: UserPath = Path("folds/folds.csv")
     n_splits: int = Field(5, ge=2)
     scheme: Literal["train+valid", "train"] = "train+valid"
     seed: int = 42
@@ -87,7 +92,7 @@ class FoldsConfig(Section):
     # participant | seed (video: label vector or transcript) | both | none; auto: follow
     # the evidence of `taemi inspect`
     group_by: Literal["auto", "participant", "seed", "both", "none"] = "auto"
-    participants: Path | None = None  # true ids (Filename,participant); None: inferred
+    participants: UserPath | None = None  # true ids (Filename,participant); None: inferred
     identity_features: list[str] | None = None  # None: the first backbone's visual, audio
     given: bool = False  # `path` is a file you made: used as it is, never remade
 
@@ -208,7 +213,7 @@ class ExperimentConfig(Section):
     model: ModelSpec = Field(default_factory=ModelSpec)
     backbones: list[str] | None = None  # names from the top-level `backbones`; None: all
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    folds: list[int] | None = None  # a subset of folds to run; None: all
+    folds: list[int] | None = Field(None, min_length=1)  # a subset of folds; None: all
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the `train` section
     # encoders trained end to end from raw media for the roles they read (None: packs only)
     endtoend: EndToEndConfig | None = None
@@ -222,6 +227,13 @@ class ExperimentConfig(Section):
             raise ValueError("robustness: true is not supported for an experiment trained end "
                              "to end (`taemi robustness` scores packed features only)")
         return self
+
+    @field_validator("folds", "seeds")
+    @classmethod
+    def _once_each(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and len(set(values)) < len(values):
+            raise ValueError(f"each value once, got {values}")
+        return values
 
     @property
     def measures_robustness(self) -> bool:
@@ -242,7 +254,7 @@ class ExperimentConfig(Section):
 class StackConfig(Section):
     """A LightGBM stack over the out-of-fold predictions of trained experiments."""
 
-    name: str
+    name: Name
     experiments: list[str] = Field(min_length=1)
     level: Literal["experiment", "backbone"] = "backbone"  # one member per experiment/backbone
     method: Literal["lightgbm", "ridge", "mean", "best"] = "lightgbm"  # what oof/test.csv hold
@@ -270,7 +282,7 @@ class TuneConfig(Section):
     epochs: PositiveInt | None = None  # None: the experiment's train.epochs
     storage: str | None = None  # None: a journal file in the study folder; or an RDB URL
     study_name: str | None = None  # None: "<config name>-<experiment>"
-    dir: Path = Path("runs/tune")
+    dir: UserPath = Path("runs/tune")
     ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: {
         "text": (0.0, 0.8), "visual": (0.0, 0.6), "audio": (0.0, 0.6),
         "attn_dropout": (0.0, 0.3), "dropout": (0.0, 0.4), "head_dropout": (0.0, 0.5)})
@@ -284,6 +296,8 @@ class TuneConfig(Section):
     # `grace_period` s is failed and its parameters queued again (a worker died)
     heartbeat_interval: PositiveInt = 60
     grace_period: PositiveInt = 180
+
+    _storage = field_validator("storage")(classmethod(lambda cls, v: check_credentials(v)))
 
     @model_validator(mode="after")
     def _grace(self) -> TuneConfig:
@@ -327,24 +341,26 @@ class TrackingConfig(Section):
     uri: str | None = None  # an MLflow tracking URI, e.g. sqlite:///mlruns.db
     experiment: str | None = None  # the MLflow experiment; None: the config's name
 
+    _uri = field_validator("uri")(classmethod(lambda cls, v: check_credentials(v)))
+
 
 class SubmitConfig(Section):
     """The challenge CSV `taemi run` writes: from an ensemble or an experiment."""
 
-    name: str
+    name: Name
     source: str  # an ensemble name (ensembles/<name>) or an experiment name (models/<name>)
 
 
 class PathsConfig(Section):
-    models: Path = Path("models")
-    ensembles: Path = Path("ensembles")
-    submissions: Path = Path("submissions")
-    reports: Path = Path("reports")
-    runs: Path = Path("runs")  # one record per `taemi run` (runs/<config name>/)
+    models: UserPath = Path("models")
+    ensembles: UserPath = Path("ensembles")
+    submissions: UserPath = Path("submissions")
+    reports: UserPath = Path("reports")
+    runs: UserPath = Path("runs")  # one record per `taemi run` (runs/<config name>/)
 
 
 class Config(Section):
-    name: str = "run"
+    name: Name = "run"
     data: DataConfig
     synth: SynthConfig | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -365,11 +381,28 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _experiments_fit(self) -> Config:
+        from taemi.models import model_requires
+
         for name, exp in self.experiments.items():
             for backbone in exp.backbones or []:
                 if backbone not in self.backbones:
                     raise ValueError(f"experiment {name!r} names backbone {backbone!r}, which "
                                      f"is not among backbones {sorted(self.backbones)}")
+            for backbone in exp.backbones or list(self.backbones):
+                roles = set(self.backbones[backbone].features())
+                if exp.endtoend is not None:  # the encoders read these from raw media
+                    roles |= {r for r, m in (("audio", exp.endtoend.audio_model),
+                                             ("text", exp.endtoend.text_model)) if m}
+                if not roles:
+                    raise ValueError(f"experiment {name!r}: backbone {backbone!r} gives no "
+                                     "modality (text, visual and audio are all null)")
+                for role in model_requires(exp.model.name):
+                    if role not in roles:
+                        raise ValueError(
+                            f"experiment {name!r}: model {exp.model.name!r} needs the {role} "
+                            f"modality, which backbone {backbone!r} does not have ({role}: "
+                            "null); give that backbone a feature folder for it, or train the "
+                            "experiment on another backbone")
         named = [("stack", e) for e in (self.stack.experiments if self.stack else [])]
         named += [("tune", self.tune.experiment)] if self.tune else []
         for section, experiment in named:
@@ -419,9 +452,30 @@ class Config(Section):
         return out
 
 
+# scheme://user:password@host: the password runs to the last @ before the host (a
+# password may hold @), so the match is greedy up to a / or a space
+_CREDENTIAL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@")
+
+
 def mask_url(url: str) -> str:
-    """A database URL fit to print or record: its password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """A database or tracking URL fit to print or record: its password replaced by ***."""
+    return mask_secrets(url)
+
+
+def check_credentials(url: str | None) -> str | None:
+    """A URL whose password holds a raw `@` is refused (a driver would cut the password at
+    it and print the rest as a host name): percent-encoding it as %40 is what URLs need."""
+    if url and "://" in url:
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        if netloc.count("@") > 1:
+            raise ValueError(f"{mask_secrets(url)}: the password holds '@'; write it as %40 "
+                             "(a URL ends its password at the first @)")
+    return url
+
+
+def mask_secrets(text: str) -> str:
+    """Any text (an error, a log line) with every URL's password replaced by ***."""
+    return _CREDENTIAL.sub(r"\1***@", text)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -446,7 +500,13 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        _set_key(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:  # not YAML, or a tag (!!python/...) safe_load refuses
+            reason = " ".join(str(err).split())
+            raise ConfigError(f"override {item!r}: the value is not plain YAML ({reason})"
+                              ) from None
+        _set_key(tree, key.strip(), value)
     return tree
 
 

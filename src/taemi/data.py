@@ -75,7 +75,8 @@ def _read_csv(path: Path, what: str, text: bool = False) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         return pd.read_csv(path, dtype={ID_COLUMN: str}, keep_default_na=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err})") from err
+        reason = " ".join(str(err).split())  # one line, whatever the parser said
+        raise DataError(f"{path}: not a readable CSV ({reason})") from err
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, required: Iterable[str]) -> None:
@@ -259,8 +260,9 @@ def load_feature(path: str | os.PathLike, max_abs: float = FLOAT16_MAX) -> Loade
         with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: handled below
             array = np.asarray(raw, dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise DataError(
-            f"{path}: expected a numeric (T, D) array, got {type(raw).__name__}") from err
+        dtype = f" of dtype {raw.dtype}" if hasattr(raw, "dtype") else ""
+        raise DataError(f"{path}: expected a numeric (T, D) array, got "
+                        f"{type(raw).__name__}{dtype}") from err
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
     if array.size == 0 and array.ndim <= 2:  # no steps: the modality is missing

@@ -14,7 +14,13 @@ models) must be on storage every node sees.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import queue
+import signal
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 from taemi.config import config_from_dict
 from taemi.experiment import Job, run_job
@@ -35,11 +41,59 @@ def run_local(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
     return results
 
 
-def _start_worker(threads: int) -> None:
+class WorkerDied(RuntimeError):
+    """A worker process was killed from outside (the out-of-memory killer, `kill -9`)."""
+
+
+_STARTED = None  # in a worker process: where it says which job it runs (the parent reads)
+
+
+def _start_worker(threads: int, started) -> None:
     import torch
 
+    global _STARTED
     set_quiet(True)  # one bar, the parent's: workers' epoch bars would garble it
     torch.set_num_threads(threads)
+    _STARTED = started
+
+
+def _run_reporting(cfg_tree: dict, job: Job) -> dict:
+    """`run_job`, after telling the parent which process runs it."""
+    _STARTED.put((job.label, os.getpid()))
+    return run_job(cfg_tree, job)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End every worker now (their jobs resume from their last saved epoch)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+
+
+def _dead_jobs(started, unfinished: list[Job], processes: list) -> list[str]:
+    """The unfinished jobs whose worker was killed from outside (by a signal the pool never
+    sends: the pool itself ends the other workers with SIGTERM), as `label (pid N)`."""
+    pids: dict[int, str] = {}
+    while True:
+        try:
+            label, pid = started.get_nowait()
+        except queue.Empty:
+            break
+        pids[pid] = label
+    wanted = {job.label for job in unfinished}
+    killed = []
+    for process in processes:
+        process.join(5)
+        code = process.exitcode
+        if code is not None and code < 0 and -code != signal.SIGTERM and \
+                pids.get(process.pid) in wanted:
+            killed.append(f"{pids[process.pid]} (pid {process.pid}, {signal.Signals(-code).name})")
+    return killed
 
 
 def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
@@ -47,27 +101,47 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
     """`workers` jobs at once, each in its own spawned process (forking a process that
     holds torch's thread pools can hang) with `threads` torch threads, or an equal share of
     the cores. The first failure stops the jobs not yet started and is raised; finished
-    jobs keep their folders, so a rerun does only what is left."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    jobs keep their folders, so a rerun does only what is left. Interrupted (Ctrl-C,
+    SIGTERM, SIGHUP), every worker is ended at once and no process of the run lives on; a
+    worker killed from outside is named with its job (`WorkerDied`)."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    started = context.Queue()
     results: list[dict | None] = [None] * len(jobs)
     bar = progress(total=len(jobs), desc=f"jobs ({workers} at once)", unit="job")
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(run_job, cfg_tree, job): i for i, job in enumerate(jobs)}
-        try:
-            for future in as_completed(pending):
-                results[pending[future]] = future.result()
-                bar.set_postfix_str(jobs[pending[future]].label)
-                bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            bar.close()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(threads, started))
+    pending = {pool.submit(_run_reporting, cfg_tree, job): i for i, job in enumerate(jobs)}
+    processes = list(getattr(pool, "_processes", {}).values())  # started with the jobs
+    try:
+        for future in as_completed(pending):
+            results[pending[future]] = future.result()
+            bar.set_postfix_str(jobs[pending[future]].label)
+            bar.update(1)
+    except BrokenProcessPool:
+        unfinished = [jobs[i] for f, i in pending.items() if results[i] is None]
+        dead = _dead_jobs(started, unfinished, processes)
+        _stop(pool)
+        if not dead:
+            raise WorkerDied("a worker process died before it started a job (see the error "
+                             "above); finished jobs are kept: run the same command again"
+                             ) from None
+        raise WorkerDied(
+            f"the worker process of job {', '.join(dead)} died: killed from outside, most "
+            "likely by the out-of-memory killer (each worker holds its own packs; fewer "
+            "`workers` need less memory). Finished jobs are kept and the others resume from "
+            "their last epoch: run the same command again") from None
+    except KeyboardInterrupt:
+        _stop(pool)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+        started.close()
+        started.join_thread()
+    pool.shutdown(wait=True)
     return [r for r in results if r is not None]
 
 
@@ -93,12 +167,18 @@ def run_ray(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
                for i, job in enumerate(jobs)}
     results: list[dict | None] = [None] * len(jobs)
     bar = progress(total=len(jobs), desc="jobs (ray)", unit="job")
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            results[pending.pop(ref)] = ray.get(ref)
-            bar.update(1)
-    bar.close()
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                results[pending.pop(ref)] = ray.get(ref)
+                bar.update(1)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no task of the run lives on
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
     return [r for r in results if r is not None]
 
 

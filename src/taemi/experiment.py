@@ -7,9 +7,11 @@
         <backbone>/seed<k>/oof.csv ...    one seed, its folds' OOF rows and mean test
         <backbone>/seed<k>/fold<f>/       model.pt metrics.csv oof.csv test.csv done.json
 
-A job (one fold model) is done when its `done.json` carries the fingerprint of everything
-that shaped it (model, training, backbone features and their cache, folds, seed, fold);
-a done job is skipped, a changed one retrained, an interrupted one resumed from `last.pt`.
+A job (one fold model) is done when its `done.json` carries the key of everything that
+shaped it (`job_key_parts`: the model and its code, the train settings that change
+results, its packs by content, folds, labels, seed, fold, the kit's version; never a path,
+a time or a thread count) and each part's digest, so `taemi plan` can say which changed.
+A done job is skipped, a changed one retrained, an interrupted one resumed from `last.pt`.
 Every file is written atomically.
 """
 

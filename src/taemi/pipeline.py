@@ -113,6 +113,10 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
                           "(see configs/abaw.yaml) to train")
     check_tracking(cfg)  # a URI that cannot be used stops here, not after the training
     data = data or open_data(cfg)
+    if not data.test_ids:  # every job predicts the test: say so before training any
+        where = cfg.data.test_list or data.root / "test_data"
+        raise DataError(f"no test clips in {where}: the jobs predict the test, so give "
+                        "data.test_list or the test media before training")
     ensure_cache(cfg, data, report=False)
     folds = ensure_folds(cfg, data)
     cfg = run_config(cfg, data, folds)

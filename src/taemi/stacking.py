@@ -284,7 +284,8 @@ def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.n
 
 
 def check_stack(cfg: Config) -> None:
-    """An unknown LGBMStacker parameter in `stack.lightgbm` stops the run before any work."""
+    """An unknown LGBMStacker parameter in `stack.lightgbm`, or a value LightGBM refuses,
+    stops the run before any work."""
     if cfg.stack is None:
         return
     known = set(inspect.signature(LGBMStacker).parameters)
@@ -292,6 +293,14 @@ def check_stack(cfg: Config) -> None:
         if key not in known:
             raise ConfigError(f"config key 'stack.lightgbm.{key}': LGBMStacker has no "
                               f"parameter {key!r}; it takes {sorted(known)}")
+    rng = np.random.default_rng(0)  # a fit on 64 random rows: LightGBM checks the values
+    try:
+        LGBMStacker(**{**cfg.stack.lightgbm, "n_jobs": 1}).fit(rng.random((64, 3)),
+                                                               rng.random((64, 6)))
+    except (ValueError, TypeError) as err:
+        keys = ", ".join(f"stack.lightgbm.{k}" for k in cfg.stack.lightgbm) or "stack"
+        raise ConfigError(f"config key(s) {keys}: LightGBM refuses them: "
+                          f"{str(err).splitlines()[0]}") from None
 
 
 def stack_fingerprint(cfg: Config, stack: StackConfig, data: ChallengeData,

@@ -42,8 +42,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from taemi.artifacts import atomic_dir, read_json, write_csv, write_json
-from taemi.data import ID_COLUMN, TARGETS
+from taemi.artifacts import (
+    atomic_dir,
+    read_json,
+    remove_stale_temporaries,
+    write_csv,
+    write_json,
+)
+from taemi.data import ID_COLUMN, TARGETS, DataError
 from taemi.progress import echo, progress
 
 SYNTH_VERSION = 4
@@ -430,8 +436,17 @@ def generate(root: str | os.PathLike, params: SynthParams | None = None,
     params = params or SynthParams()
     root = Path(root)
     summary_path = root / "synth.json"
+    remove_stale_temporaries(root.parent, root.name)  # what a killed generation left
     if summary_path.is_file():
-        summary = read_json(summary_path)
+        try:
+            summary = read_json(summary_path)
+        except (OSError, ValueError):
+            summary = None  # damaged: the folder is still the generator's, and replaceable
+        if summary is None and not force:
+            raise DataError(f"{summary_path} is damaged (not JSON): pass --force to generate "
+                            f"{root} again, or choose another folder")
+        if summary is None:
+            summary = {}
         if summary.get("params") == params.identity():
             return summary
         if not force:

@@ -10,10 +10,12 @@ changed logs nothing new. See the runs with `mlflow ui --backend-store-uri URI`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from taemi.artifacts import stable_hash
 from taemi.config import Config, ConfigError, mask_url
+from taemi.progress import is_quiet
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -46,6 +48,9 @@ def check_tracking(cfg: Config) -> Any:
     except ImportError:
         raise ConfigError("config key 'tracking.uri' is set but MLflow is not installed: "
                           "pip install mlflow-skinny") from None
+    if is_quiet():  # -q: not MLflow's and its database migrations' INFO lines either
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         mlflow.set_tracking_uri(cfg.tracking.uri)
         mlflow.set_experiment(cfg.tracking.experiment or cfg.name)

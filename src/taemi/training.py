@@ -10,9 +10,11 @@ stopped on and ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,6 +161,24 @@ class FoldOutcome:
     history: list[dict] = field(default_factory=list)
 
 
+LOW_SPACE = 64 << 20  # bytes: below this free, a failed write is taken for a full disk
+
+
+def save_weights(obj: object, path: Path) -> None:
+    """`torch.save`, atomically. A failed write is an OSError naming `path` (ENOSPC when
+    the disk is all but full): torch reports a full disk as a RuntimeError of its zip
+    writer, which would end the run in a traceback."""
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            if "write" not in str(err).lower() and "inline_container" not in str(err):
+                raise
+            code = errno.ENOSPC if shutil.disk_usage(path.parent).free < LOW_SPACE \
+                else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from err
+
+
 def keep_snapshot(judge: nn.Module, folder: Path, state: dict, epoch: int, score: float,
                   k: int) -> None:
     """Keep this epoch's weights if they are among the `k` best so far (`state["kept"]`,
@@ -166,8 +186,7 @@ def keep_snapshot(judge: nn.Module, folder: Path, state: dict, epoch: int, score
     kept = sorted([*state["kept"], [score, epoch]], key=lambda pair: (-pair[0], -pair[1]))
     if [score, epoch] in kept[:k]:
         folder.mkdir(exist_ok=True)
-        with atomic_path(folder / f"epoch{epoch}.pt") as tmp:
-            torch.save(judge.state_dict(), tmp)
+        save_weights(judge.state_dict(), folder / f"epoch{epoch}.pt")
     for _, dropped in kept[k:]:
         (folder / f"epoch{dropped}.pt").unlink(missing_ok=True)
     state["kept"] = kept[:k]
@@ -242,15 +261,14 @@ def _resume(fit: _Fit, last: Path, fingerprint: str) -> dict | None:
 
 
 def _save_state(fit: _Fit, last: Path, fingerprint: str, state: dict) -> None:
-    with atomic_path(last) as tmp:
-        torch.save({
-            "fingerprint": fingerprint, "state": state, "model": fit.model.state_dict(),
-            "optimizer": fit.optimizer.state_dict(), "scheduler": fit.scheduler.state_dict(),
-            "ema": fit.ema.model.state_dict() if fit.ema is not None else None,
-            "ema_updates": fit.ema.updates if fit.ema is not None else 0,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if fit.device.type == "cuda" else None,
-        }, tmp)
+    save_weights({
+        "fingerprint": fingerprint, "state": state, "model": fit.model.state_dict(),
+        "optimizer": fit.optimizer.state_dict(), "scheduler": fit.scheduler.state_dict(),
+        "ema": fit.ema.model.state_dict() if fit.ema is not None else None,
+        "ema_updates": fit.ema.updates if fit.ema is not None else 0,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state() if fit.device.type == "cuda" else None,
+    }, last)
 
 
 def _train_epoch(fit: _Fit, inputs: ClipInputs, train_t: Tensor, y_train_t: Tensor,
@@ -354,8 +372,7 @@ def fit_fold(
             "lr": fit.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
         if not len(val_index) or scores["mean"] > state["best_score"] + cfg.min_delta:
             state.update(best_score=scores["mean"], best_epoch=epoch + 1, bad_epochs=0)
-            with atomic_path(workdir / "model.pt") as tmp:
-                torch.save(fit.judge.state_dict(), tmp)
+            save_weights(fit.judge.state_dict(), workdir / "model.pt")
         else:
             state["bad_epochs"] += 1
         if cfg.average > 1:
@@ -368,8 +385,8 @@ def fit_fold(
             on_epoch(epoch, scores["mean"])
 
     if cfg.average > 1:
-        with atomic_path(workdir / "model.pt") as tmp:
-            torch.save(average_snapshots(workdir / SNAPSHOTS, state["kept"], fit.device), tmp)
+        save_weights(average_snapshots(workdir / SNAPSHOTS, state["kept"], fit.device),
+                     workdir / "model.pt")
     model.load_state_dict(torch.load(workdir / "model.pt", map_location=fit.device,
                                      weights_only=True))
     return FoldOutcome(best_epoch=state["best_epoch"], best_score=state["best_score"],

@@ -59,7 +59,7 @@ from taemi.experiment import fold_inputs, keyed_train_settings, labels_digest, o
 from taemi.folds import HOLDOUT, folds_digest, read_folds
 from taemi.identity import KIT_VERSION
 from taemi.models import model_code_digest
-from taemi.progress import echo, progress, set_quiet
+from taemi.progress import echo, is_quiet, progress, set_quiet
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -206,6 +206,8 @@ def study_storage(cfg: Config, folder: Path) -> optuna.storages.BaseStorage:
 def open_study(cfg: Config, ref: StudyRef) -> optuna.Study:
     """Create or load the study on its storage (a journal file unless an RDB URL is given)."""
     tune = _tune(cfg)
+    if is_quiet():  # -q: not even Optuna's "A new study created"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_storage(cfg, ref.folder)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                          n_warmup_steps=tune.pruner_warmup_epochs)
@@ -529,6 +531,10 @@ def run_tuning(cfg: Config, data: ChallengeData, n_trials: int | None = None) ->
         process.start()
     try:
         tune_worker(cfg, data, target, ref)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no worker of the run lives on;
+        for process in others:  # their trials are reclaimed when a worker next starts
+            process.terminate()
+        raise
     finally:
         for process in others:
             process.join()

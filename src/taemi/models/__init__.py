@@ -20,8 +20,9 @@ from taemi.models._registry import (
     list_models,
     model_code_digest,
     model_parameters,
+    model_requires,
     register_model,
 )
 
 __all__ = ["create_model", "list_models", "model_code_digest", "model_parameters",
-           "register_model"]
+           "model_requires", "register_model"]

@@ -16,11 +16,24 @@ from taemi.identity import code_digest
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *,
+                   requires: tuple[str, ...] = ()) -> Callable:
+    """Register `fn` under its name; `requires`: the modalities it cannot do without (a
+    backbone without one of them is a config error, not a model trained to a constant).
+    Use as `@register_model` or `@register_model(requires=("audio",))`."""
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        fn.requires = tuple(requires)
+        _MODELS[fn.__name__] = fn
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def model_requires(name: str) -> tuple[str, ...]:
+    """The modalities a registered model needs its backbone to have."""
+    return getattr(get_model_fn(name), "requires", ())
 
 
 def list_models() -> list[str]:

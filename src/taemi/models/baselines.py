@@ -118,14 +118,14 @@ class Unimodal(nn.Module):
         return self.head(self.pool(h, keys))
 
 
-@register_model
+@register_model(requires=("visual",))
 def gru_visual(dims: dict[str, int], hidden: int = 64, dropout: float = 0.2,
                head: str = "sigmoid") -> GRUVisual:
     """ABAW6 organisers' visual baseline (reported 0.09 validation mean Pearson)."""
     return GRUVisual(dims, hidden, dropout, head)
 
 
-@register_model
+@register_model(requires=("audio",))
 def linear_audio(dims: dict[str, int]) -> LinearAudio:
     """ABAW6 organisers' audio baseline (reported 0.24 validation mean Pearson)."""
     return LinearAudio(dims)
@@ -151,7 +151,7 @@ def _unimodal(role: str):
 
     build.__name__ = f"unimodal_{role}"
     build.__doc__ = f"The {role} modality alone."
-    return register_model(build)
+    return register_model(build, requires=(role,))
 
 
 unimodal_text = _unimodal("text")
