@@ -221,3 +221,28 @@ def test_gate_loss_teaches_the_gate() -> None:
     assert model.head.gate[-1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="head 'gated'"):
         create_model("taemi", dims=DIMS, head="gated")
+
+
+def test_the_torch_free_catalog_is_the_registry() -> None:
+    """`taemi.catalog` (what config validation reads) says what the registry says."""
+    from taemi import catalog
+    from taemi.models import model_requires
+
+    assert sorted(catalog.BUILTIN) == list_models()
+    for name in list_models():
+        registered = {k: v for k, v in model_parameters(name).items() if k != "dims"}
+        assert catalog.BUILTIN[name][0] == registered, name
+        assert catalog.BUILTIN[name][1] == model_requires(name), name
+
+
+def test_validating_a_config_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "recommended.yaml"
+    code = ("import sys; from taemi.config import load_config; "
+            f"load_config({str(demo)!r}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from taemi import catalog
+
 Role = Literal["text", "visual", "audio"]
 # a path as written, `~` expanded (the shell does not expand it inside a YAML file)
 UserPath = Annotated[Path, AfterValidator(lambda p: p.expanduser())]
@@ -120,11 +122,10 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _known(self) -> ModelSpec:
-        from taemi.models import list_models, model_parameters
-
-        if self.name not in list_models():
-            raise ValueError(f"unknown model {self.name!r}; registered: {list_models()}")
-        allowed = set(model_parameters(self.name)) - {"dims"}
+        if self.name not in catalog.model_names():
+            raise ValueError(f"unknown model {self.name!r}; registered: "
+                             f"{catalog.model_names()}")
+        allowed = set(catalog.parameters(self.name))
         for key in self.params():
             if key not in allowed:
                 raise ValueError(f"model {self.name!r} has no parameter {key!r}; it takes "
@@ -136,10 +137,7 @@ class ModelSpec(Section):
 
     def resolved(self) -> dict[str, Any]:
         """Name and every parameter, defaults included: a changed default changes it too."""
-        from taemi.models import model_parameters
-
-        defaults = {k: v for k, v in model_parameters(self.name).items() if k != "dims"}
-        return {"name": self.name, **defaults, **self.params()}
+        return {"name": self.name, **catalog.parameters(self.name), **self.params()}
 
 
 class TrainConfig(Section):
@@ -381,8 +379,6 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _experiments_fit(self) -> Config:
-        from taemi.models import model_requires
-
         for name, exp in self.experiments.items():
             for backbone in exp.backbones or []:
                 if backbone not in self.backbones:
@@ -396,7 +392,7 @@ class Config(Section):
                 if not roles:
                     raise ValueError(f"experiment {name!r}: backbone {backbone!r} gives no "
                                      "modality (text, visual and audio are all null)")
-                for role in model_requires(exp.model.name):
+                for role in catalog.requires(exp.model.name):
                     if role not in roles:
                         raise ValueError(
                             f"experiment {name!r}: model {exp.model.name!r} needs the {role} "
