@@ -268,3 +268,37 @@ def test_the_real_data_recipe_runs_on_the_organisers_layout(tiny_root: Path, tmp
     assert "abaw-stack" in out and (tmp_path / "submissions" / "abaw-stack.csv").is_file()
     assert main(["validate", str(tmp_path / "submissions" / "abaw-stack.csv"),
                  "--test-ids", str(tiny_root / "test_split.csv")]) == 0
+
+
+def test_quiet_tuning_prints_no_optuna_line(tiny_root: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tree = _audio_grid(tiny_root, tmp_path).resolved()
+    tree["experiments"]["a"]["model"] = dict(MODEL)
+    tree["tune"] = {"experiment": "a", "n_trials": 1, "epochs": 1, "dir": str(tmp_path / "t")}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    out = subprocess.run([sys.executable, "-m", "taemi.cli", "tune", str(path), "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "A new study created" not in out.stderr and "[I " not in out.stderr
+
+
+def test_messy_files_are_named_in_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    from taemi.data import load_feature, read_transcripts
+
+    broken = tmp_path / "transcripts.csv"
+    broken.write_text('Filename,text\n00001,"never closed\n00002,fine\n')
+    with pytest.raises(DataError) as caught:
+        read_transcripts(broken)
+    assert "\n" not in str(caught.value) and str(broken) in str(caught.value)
+    odd = tmp_path / "00003.pkl"
+    with open(odd, "wb") as handle:
+        import pickle
+
+        pickle.dump(np.array([[1, "a"]], dtype=object), handle)
+    with pytest.raises(DataError, match=r"got ndarray of dtype object"):
+        load_feature(odd)

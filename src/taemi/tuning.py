@@ -488,7 +488,9 @@ def tune_worker(cfg: Config, data: ChallengeData, target: int, ref: StudyRef) ->
     study = open_study(cfg, ref)
     objective = make_objective(cfg, data, target, ref)
     heartbeat = tune.storage is not None  # RDB storage beats; the journal does not
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with its whole traceback (a surplus trial too); the
+    # error that matters is raised once, as one line where it is the user's
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     bar = progress(total=target, desc=f"tune {ref.name}", unit="trial")
     while True:
         reclaimed = reclaim_dead_trials(study)
