@@ -42,7 +42,7 @@ import numpy as np
 
 from taemi.artifacts import atomic_dir, read_json, remove_stale_temporaries, stable_hash, write_json
 from taemi.data import LONG_CLIP_STEPS, ChallengeData, DataError, FeatureReport, load_feature
-from taemi.identity import DigestBook
+from taemi.identity import DigestBook, read_manifest
 from taemi.legacy import adopt_legacy_pack
 from taemi.progress import progress
 
@@ -175,13 +175,8 @@ def _known_digests(cache_root: Path, prefix: str) -> dict:
     """Every file digest the packs of this feature and step count recorded, by stat."""
     known = {}
     for manifest in cache_root.glob(f"{prefix}-*/{MANIFEST}"):
-        if manifest.parent.name.startswith("."):
-            continue
-        try:
-            entries = read_json(manifest)
-        except (OSError, ValueError):
-            continue  # a damaged manifest only costs reading the files again
-        known.update({(e[0], e[1], e[2]): e[3] for e in entries.values()})
+        if not manifest.parent.name.startswith("."):
+            known.update(read_manifest(manifest))
     return known
 
 

@@ -135,8 +135,8 @@ def job_fingerprint(cfg: Config, job: Job, packs: dict[str, PackedFeature],
 
 def _hashed(parts: dict) -> dict:
     """A key's parts as `done.json` records them: short digests (packs per role)."""
-    return {name: ({r: k for r, k in value.items()} if name == "packs" else
-                   stable_hash(value, 8)) for name, value in parts.items()}
+    return {name: dict(value) if name == "packs" else stable_hash(value, 8)
+            for name, value in parts.items()}
 
 
 def changed_parts(recorded: dict | None, parts: dict) -> list[str]:
@@ -145,10 +145,10 @@ def changed_parts(recorded: dict | None, parts: dict) -> list[str]:
         return ["made by an earlier kit"]
     out = []
     for name, value in _hashed(parts).items():
-        if isinstance(value, dict) and isinstance(recorded.get(name), dict) and \
-                name == "packs":
-            out += [f"packs.{r}" for r in sorted(set(value) | set(recorded[name]))
-                    if value.get(r) != recorded[name].get(r)]
+        if name == "packs":  # which role's pack
+            before = recorded.get(name) or {}
+            out += [f"packs.{r}" for r in sorted(set(value) | set(before))
+                    if value.get(r) != before.get(r)]
         elif recorded.get(name) != value:
             out.append(name)
     return out

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import taemi
+from taemi.artifacts import read_json, write_json
 
 KIT_VERSION = taemi.__version__
 _CHUNK = 1 << 20
@@ -65,18 +66,19 @@ class DigestBook:
         return stat, found
 
 
+def read_manifest(manifest: Path) -> dict[Stat, str]:
+    """The digests a manifest (name -> [file name, size, mtime_ns, digest]) recorded, by
+    stat; a missing or damaged one records nothing (its files are only read again)."""
+    try:
+        return {(e[0], e[1], e[2]): e[3] for e in read_json(manifest).values()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}
+
+
 def digest_files(files: dict[str, Path], manifest: Path) -> dict[str, str]:
     """Content digests of `files` (name -> path), quick-checked against the JSON `manifest`
     of an earlier call, which is rewritten when anything had to be read."""
-    from taemi.artifacts import read_json, write_json
-
-    known = {}
-    if manifest.is_file():
-        try:
-            known = {tuple(e[:3]): e[3] for e in read_json(manifest).values()}
-        except (OSError, ValueError, TypeError, IndexError):
-            known = {}  # a damaged manifest only costs reading the files again
-    book = DigestBook(known)
+    book = DigestBook(read_manifest(manifest))
     stats, digests = {}, {}
     for name, path in files.items():
         stats[name], digests[name] = book.digest(path)

@@ -287,7 +287,7 @@ def _run_all(cfg: Config) -> dict:
 
 def write_run_record(cfg: Config, data: ChallengeData, started: float,
                      steps: dict[str, float], jobs: dict) -> Path:
-    """runs/<name>/<UTC time>-<host>.json: one `taemi run`, as it happened."""
+    """runs/<name>/<UTC time>-<host>-<pid>.json: one `taemi run`, as it happened."""
     from taemi.plan import describe
 
     entries = describe(cfg, data)

@@ -16,12 +16,13 @@ seconds to load).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from taemi.artifacts import read_json, stable_hash
-from taemi.cache import find_pack, normalised_identity
+from taemi.cache import find_pack, normalised_identity, remembering
 from taemi.config import Config, ConfigError, config_from_dict, deep_merge
 from taemi.data import ID_COLUMN, ChallengeData
 from taemi.experiment import (
@@ -67,6 +68,11 @@ def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = No
             f"the config tunes {cfg.tune.experiment!r} (tune.apply: true) but its current "
             f"study {ref.name} has not finished {cfg.tune.n_trials} trials: run `taemi tune "
             "CONFIG` (or `taemi run CONFIG`) first, or set tune.apply: false")
+    return with_overlay(cfg, overlay)
+
+
+def with_overlay(cfg: Config, overlay: Path) -> Config:
+    """`cfg` with a study's best.yaml merged in."""
     return config_from_dict(deep_merge(cfg.resolved(), yaml.safe_load(overlay.read_text())),
                             str(overlay))
 
@@ -106,12 +112,10 @@ class Planner:
         self.cfg = cfg
         self.data = data
         self.entries: list[Entry] = []
-        self._packs: dict = {}
 
     def pack(self, name: str, steps: int):
-        if (name, steps) not in self._packs:
-            self._packs[name, steps] = find_pack(self.data, name, steps, self.cfg.cache.dir)
-        return self._packs[name, steps]
+        """Found once a command (`taemi.cache.remembering`, which `describe` holds)."""
+        return find_pack(self.data, name, steps, self.cfg.cache.dir)
 
     def add(self, *args, **kwargs) -> Entry:
         entry = Entry(*args, **kwargs)
@@ -134,8 +138,8 @@ class Planner:
 
     def plan_pack(self, name: str, steps: int) -> None:
         found = self.pack(name, steps)
-        old = legacy_pack_name(self.data, name, steps, self.data.all_ids, found.files)
-        legacy = not found.exists and (found.folder.parent / old / "meta.json").is_file()
+        legacy = not found.exists and (found.folder.parent / legacy_pack_name(
+            self.data, name, steps, self.data.all_ids, found.files) / "meta.json").is_file()
         why = "made by the previous kit: renamed to its key, not rebuilt" if legacy else \
             f"{found.files_read:,} of {len(found.files):,} files read (new or changed)"
         self.add("pack", f"{name} K={steps}", found.key, found.exists or legacy, why)
@@ -209,8 +213,7 @@ class Planner:
                  {"saw_rows_of_folds": list(ref.saw_folds)})
         if overlay is None or not cfg.tune.apply:
             return cfg
-        return config_from_dict(deep_merge(cfg.resolved(), yaml.safe_load(
-            overlay.read_text())), str(overlay))
+        return with_overlay(cfg, overlay)
 
     def plan_experiment(self, cfg: Config, name: str, folds, participants) -> bool:
         """The experiment's jobs and its gathered predictions; True if all are current."""
@@ -294,4 +297,5 @@ class Planner:
 
 def describe(cfg: Config, data: ChallengeData) -> list[Entry]:
     """`taemi plan`: every artifact of the config, current or to make, and why."""
-    return Planner(cfg, data).run()
+    with remembering():
+        return Planner(cfg, data).run()
