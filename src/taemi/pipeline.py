@@ -147,10 +147,10 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
 def ensure_stack(cfg: Config, data: ChallengeData | None = None) -> dict:
     """Nested LightGBM stack of the config's `stack` section (skipped when current); every
     member must be what the config trains."""
-    from taemi.stacking import check_stack, run_stack, stale_members
+    from taemi.stacking import check_stack, meta_packs, run_stack, stale_members
 
     data = data or open_data(cfg)
-    packs = {name: pack for (name, _), pack in ensure_cache(cfg, data, report=False).items()}
+    packs = meta_packs(cfg, data)
     folds = ensure_folds(cfg, data)
     cfg = run_config(cfg, data, folds)
     check_stack(cfg)
