@@ -15,11 +15,11 @@ demo: $(STAMP)
 	$(VENV)/bin/taemi run configs/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks configs
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks configs
 
 clean:
 	rm -rf cache data/demo folds/demo models/demo-* ensembles/demo-* submissions/demo-*

@@ -34,7 +34,10 @@ def build(name: str) -> torch.nn.Module:
     return create_model(name, dims=DIMS, **kwargs).eval()
 
 
-@pytest.mark.parametrize("name", list_models())
+BUILT_IN = list_models()  # at collection: before any test loads a plugin's models
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_every_model_gives_six_values_in_unit_range(name: str) -> None:
     model = build(name)
     out = model(make_batch())
@@ -181,11 +184,11 @@ def test_paper_one_modality_dropout_rate() -> None:
 
 # ----------------------------------------------------------------------------- gate head
 
-GATED = [n for n in list_models() if "head" in model_parameters(n)]
+GATED = [n for n in BUILT_IN if "head" in model_parameters(n)]
 
 
 def test_every_model_with_an_mlp_head_offers_the_gate() -> None:
-    assert set(GATED) == set(list_models()) - {"linear_audio"}
+    assert set(GATED) == set(BUILT_IN) - {"linear_audio"}
 
 
 @pytest.mark.parametrize("name", GATED)
@@ -228,8 +231,8 @@ def test_the_torch_free_catalog_is_the_registry() -> None:
     from taemi import catalog
     from taemi.models import model_requires
 
-    assert sorted(catalog.BUILTIN) == list_models()
-    for name in list_models():
+    assert sorted(catalog.BUILTIN) == BUILT_IN
+    for name in BUILT_IN:
         registered = {k: v for k, v in model_parameters(name).items() if k != "dims"}
         assert catalog.BUILTIN[name][0] == registered, name
         assert catalog.BUILTIN[name][1] == model_requires(name), name

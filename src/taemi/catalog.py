@@ -5,7 +5,8 @@ defaults and the modalities it cannot do without; importing the models themselve
 torch's start-up (two seconds), which commands that only read a config (`taemi validate
 --config`, `taemi plan` before it keys anything, a typo caught at once) should not pay.
 `tests/test_models.py` checks this table against the registry (`taemi.models`), so the two
-cannot drift apart; a model that is not here (a team's own) is looked up in the registry.
+cannot drift apart; a model that is not here (a team's own) is looked up in the registry,
+after the installed packages' `taemi.models` entry points are imported (`taemi.plugins`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ BUILTIN: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
 
 def model_names() -> list[str]:
     return sorted({*BUILTIN, *_registered()})
+
+
+def knows(name: str) -> bool:
+    """Whether `name` is a model: built in, registered by a plugin, or offered by an
+    installed package (whose entry points are imported only when a name is not known)."""
+    if name in BUILTIN or name in _registered():
+        return True
+    from taemi.plugins import load_entry_points
+
+    load_entry_points()
+    return name in _registered()
 
 
 def parameters(name: str) -> dict[str, object]:

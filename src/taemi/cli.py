@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # errors that explain themselves in one line, from modules not every command loads (the
 # training module imports torch): checked without importing them
-EXPLAINED = {"taemi.training": "TrainingDiverged", "taemi.executors": "WorkerDied"}
+EXPLAINED = {"taemi.training": "TrainingDiverged", "taemi.executors": "WorkerDied",
+             "taemi.plugins": "PluginError", "taemi.models": "ModelOutputError"}
 
 
 def _explained(err: Exception) -> bool:

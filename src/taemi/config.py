@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -122,7 +123,7 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _known(self) -> ModelSpec:
-        if self.name not in catalog.model_names():
+        if not catalog.knows(self.name):
             raise ValueError(f"unknown model {self.name!r}; registered: "
                              f"{catalog.model_names()}")
         allowed = set(catalog.parameters(self.name))
@@ -359,6 +360,9 @@ class PathsConfig(Section):
 
 class Config(Section):
     name: Name = "run"
+    # a team's own models: Python files (relative to the config file) or importable module
+    # names, imported before the config is validated, in every process (`taemi.plugins`)
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig
     synth: SynthConfig | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -539,6 +543,16 @@ def _describe(err: ValidationError, source: str) -> str:
 
 
 def config_from_dict(tree: dict, source: str = "<config>") -> Config:
+    """The validated config; its plugins are imported first, since its experiments may
+    name their models (so every process that reads a config knows its models)."""
+    plugins = tree.get("plugins") or [] if isinstance(tree, dict) else []
+    if not isinstance(plugins, list) or not all(isinstance(e, str) for e in plugins):
+        raise ConfigError(f"{source}: config key 'plugins': expected a list of Python files "
+                          f"or module names, got {plugins!r}")
+    if plugins or "taemi.plugins" in sys.modules:  # (another config's may be loaded)
+        from taemi.plugins import load_plugins
+
+        load_plugins(plugins)
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
@@ -575,4 +589,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
     tree = _read_yaml(Path(path))
     for overlay in overlays or []:
         tree = deep_merge(tree, _read_yaml(Path(overlay)))
-    return config_from_dict(apply_overrides(tree, list(overrides or [])), str(path))
+    tree = apply_overrides(tree, list(overrides or []))
+    if isinstance(tree.get("plugins"), list) and tree["plugins"]:
+        from taemi.plugins import resolve
+
+        tree["plugins"] = resolve([str(e) for e in tree["plugins"]], Path(path).parent)
+    return config_from_dict(tree, str(path))

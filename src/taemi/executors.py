@@ -9,7 +9,9 @@ has GPUs, `ray.gpus_per_job` of one: a fraction packs several fold jobs on one G
 whose node dies is run again on another node (`ray.max_retries`) and resumes from its
 last saved epoch; a finished job is never redone. Every `done.json` records the host
 and Ray node the job ran on. On a cluster the project folder (data, cache, folds,
-models) must be on storage every node sees.
+models) must be on storage every node sees; the config's plugin files travel with each
+task (`taemi.plugins.ship`), so the nodes need not have them. A task's error is raised as
+the error itself, as the local executor raises it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from taemi.config import config_from_dict
 from taemi.experiment import Job, run_job
+from taemi.plugins import ship, unship
 from taemi.progress import progress, set_quiet
 
 Executor = Callable[[dict, list[Job]], list[dict]]
@@ -145,12 +148,16 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
     return [r for r in results if r is not None]
 
 
-def run_job_with_threads(cfg_tree: dict, job: Job, threads: int) -> dict:
+def run_job_with_threads(cfg_tree: dict, job: Job, threads: int,
+                         plugins: dict[str, str]) -> dict:
     """A Ray task: the job with torch on its own CPUs only (train.threads wins where set),
-    so packed jobs do not fight over a node's cores."""
+    so packed jobs do not fight over a node's cores; the plugin files' source (`plugins`)
+    came with it."""
     import torch
 
     torch.set_num_threads(threads)
+    if plugins:
+        cfg_tree = {**cfg_tree, "plugins": unship(cfg_tree["plugins"], plugins)}
     return run_job(cfg_tree, job)
 
 
@@ -163,7 +170,8 @@ def run_ray(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
     gpus = settings.gpus_per_job if ray.cluster_resources().get("GPU", 0) else 0
     task = ray.remote(num_cpus=settings.cpus_per_job, num_gpus=gpus,
                       max_retries=settings.max_retries)(run_job_with_threads)
-    pending = {task.remote(cfg_tree, job, settings.cpus_per_job): i
+    plugins = ray.put(ship(cfg_tree.get("plugins") or []))
+    pending = {task.remote(cfg_tree, job, settings.cpus_per_job, plugins): i
                for i, job in enumerate(jobs)}
     results: list[dict | None] = [None] * len(jobs)
     bar = progress(total=len(jobs), desc="jobs (ray)", unit="job")
@@ -171,7 +179,7 @@ def run_ray(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                results[pending.pop(ref)] = ray.get(ref)
+                results[pending.pop(ref)] = _result(ray, ref)
                 bar.update(1)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no task of the run lives on
         for ref in pending:
@@ -180,6 +188,17 @@ def run_ray(cfg_tree: dict, jobs: list[Job]) -> list[dict]:
     finally:
         bar.close()
     return [r for r in results if r is not None]
+
+
+def _result(ray, ref) -> dict:
+    """A task's result; its error raised as itself (a plugin's one-line error stays one
+    line), chained to Ray's, which holds the task's traceback."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, Exception):
+            raise err.cause from err
+        raise
 
 
 EXECUTORS: dict[str, Executor] = {"local": run_local, "ray": run_ray}

@@ -114,26 +114,34 @@ def source_files_digest(paths: Iterable[str | os.PathLike]) -> str:
                            digest_size=8).hexdigest()
 
 
-@cache
 def _ast_digest(path: str) -> str:
-    tree = ast.dump(ast.parse(Path(path).read_text()), include_attributes=False)
+    """The file's parsed code; read every time (a plugin may have been edited since), parsed
+    once per content."""
+    return _parsed_digest(Path(path).read_bytes())
+
+
+@cache
+def _parsed_digest(source: bytes) -> str:
+    tree = ast.dump(ast.parse(source), include_attributes=False)
     return hashlib.blake2b(tree.encode(), digest_size=8).hexdigest()
 
 
 def code_digest(fn: Callable) -> str:
-    """The code a registered function runs: its own module's file and the kit's shared
-    modules it imports from (`taemi.*` files), so a team's model in its own file is keyed
-    by that file."""
+    """The code a registered function runs: its own module's file, the kit's model modules
+    it imports from (`taemi.models.*`) and the modules it imports from its own folder (a
+    package's siblings), so a team's model in its own file is keyed by that file and
+    editing another file changes no key of it."""
     module = inspect.getmodule(fn)
     if module is None or not getattr(module, "__file__", None):
         return hashlib.blake2b(repr(fn).encode(), digest_size=8).hexdigest()
+    folder = Path(module.__file__).resolve().parent
     files = {module.__file__}
     for value in vars(module).values():
-        owner = getattr(value, "__module__", None) if not inspect.ismodule(value) \
-            else value.__name__
-        if not owner or not owner.startswith("taemi.models"):
+        imported = value if inspect.ismodule(value) else inspect.getmodule(value)
+        where = getattr(imported, "__file__", None)
+        if not where:
             continue
-        imported = inspect.getmodule(value) if not inspect.ismodule(value) else value
-        if imported is not None and getattr(imported, "__file__", None):
-            files.add(imported.__file__)
+        if imported.__name__.startswith("taemi.models") or \
+                Path(where).resolve().is_relative_to(folder):
+            files.add(where)
     return source_files_digest(files)

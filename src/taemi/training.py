@@ -31,6 +31,7 @@ from taemi.config import ROLES, ConfigError, TrainConfig
 from taemi.data import TARGETS
 from taemi.losses import MixedLoss
 from taemi.metrics import score_table
+from taemi.models import check_output
 from taemi.models.layers import has_gate_head, take_gate_logits
 from taemi.progress import progress
 
@@ -289,6 +290,8 @@ def _train_epoch(fit: _Fit, inputs: ClipInputs, train_t: Tensor, y_train_t: Tens
         batch = inputs.batch(train_t[rows])
         with autocast:
             pred = fit.forward(batch)
+        if step == 0:  # a model breaking the batch contract stops here, in one line
+            check_output(fit.model, pred, len(rows))
         loss = fit.loss_fn(pred, y_train_t[rows.to(fit.device)], take_gate_logits(fit.model))
         fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
