@@ -70,11 +70,9 @@ def test_sections_must_name_known_experiments() -> None:
         check_stack(load_config(CONFIGS / "demo.yaml", ["stack.lightgbm.leaves=3"]))
 
 
-def test_robustness_is_skipped_for_end_to_end_experiments_unless_asked_of_packed_ones() -> None:
+def test_robustness_is_measured_for_every_experiment_unless_switched_off() -> None:
     e2e = load_config(CONFIGS / "endtoend_gpu.yaml").experiments["e2e-taemi-paper"]
-    assert not e2e.measures_robustness  # `taemi run` would otherwise stop after training
+    assert e2e.robustness  # end-to-end experiments too (tests/test_endtoend.py)
     demo = load_config(CONFIGS / "demo.yaml", ["experiments.demo-audio.robustness=false"])
-    assert demo.experiments["demo-taemi"].measures_robustness
-    assert not demo.experiments["demo-audio"].measures_robustness
-    with pytest.raises(ConfigError, match=r"e2e-taemi-paper.*robustness: true is not supported"):
-        load_config(CONFIGS / "endtoend_gpu.yaml", ["experiments.e2e-taemi-paper.robustness=true"])
+    assert demo.experiments["demo-taemi"].robustness
+    assert not demo.experiments["demo-audio"].robustness

@@ -258,3 +258,136 @@ def test_the_gpu_recipe_runs_on_the_cpu_with_tiny_encoders(raw_root, encoders, t
     cv = train_experiments(cfg)["e2e-taemi-paper"]
     test = pd.read_csv(tmp_path / "models" / "e2e-taemi-paper" / "test.csv", dtype=str)
     assert sorted(test["Filename"]) == TEST and cv["folds"] == [0]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def e2e_inputs(cfg, fold: int = 0, workers: int | None = None, seed: int = 7):
+    """A fold's model (untrained) and end-to-end inputs, as a job makes them."""
+    from taemi.experiment import fold_inputs, fold_model, open_packs
+    from taemi.folds import read_folds
+    from taemi.training import seed_everything
+
+    data = open_data(cfg)
+    inputs, _, index = fold_inputs(cfg, data, read_folds(cfg.folds.path),
+                                   open_packs(cfg, data, "vit-raw"), fold, "fixed")
+    seed_everything(seed)  # as a job does: the same initial weights every time
+    model, inputs = fold_model(cfg, data, "e2e", inputs, seed)
+    if workers is not None:
+        inputs.workers = workers
+    return model, inputs, index
+
+
+def test_crops_are_drawn_per_clip_and_epoch_whoever_reads_them(trained) -> None:
+    cfg, _ = trained
+    groups = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])]
+    runs = []
+    for workers in (0, 2):
+        _, inputs, _ = e2e_inputs(cfg, workers=workers)
+        try:
+            runs.append([[b["audio_wave"] for b in inputs.batches(groups, epoch=e)]
+                         for e in (0, 1, 0)])
+        finally:
+            inputs.close()
+    for one, two in zip(runs[0], runs[1], strict=True):
+        for a, b in zip(one, two, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(runs[0][0][0], runs[0][2][0], rtol=0, atol=0)  # same epoch
+    _, inputs, _ = e2e_inputs(cfg, workers=0)
+    speech = inputs.ids.index("00012")  # 3 s: a 1 s crop with room to move
+    starts = {inputs.media.crop_start(e, speech, 3 * 16000) for e in range(8)}
+    assert len(starts) > 1  # the crop moves from epoch to epoch
+
+
+def test_an_interrupted_end_to_end_fold_resumes_to_the_same_weights(
+        trained, tmp_path: Path) -> None:
+    from taemi.data import labels_matrix
+    from taemi.training import fit_fold, predict
+
+    cfg, _ = trained
+    data = open_data(cfg)
+    train_cfg = cfg.train_for("e2e").model_copy(update={"epochs": 3})
+
+    class Stop(Exception):
+        pass
+
+    def fit(work: Path, on_epoch=None):
+        model, inputs, index = e2e_inputs(cfg)
+        ids = [inputs.ids[i] for i in index["fit"]]
+        try:
+            fit_fold(model, inputs, index["fit"], labels_matrix(data.labels, ids),
+                     index["select"], np.zeros((0, 6)), train_cfg, 7, work, "k",
+                     on_epoch=on_epoch)
+            return predict(model, inputs, index["val"], 4)
+        finally:
+            inputs.close()
+
+    whole = fit(tmp_path / "whole")
+
+    def stop(epoch: int, score: float) -> None:
+        if epoch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(tmp_path / "cut", stop)
+    np.testing.assert_array_equal(fit(tmp_path / "cut"), whole)
+
+
+def test_cached_and_decoded_audio_give_the_same_predictions(trained) -> None:
+    """The cache holds what the decoder reads (as int16): a model predicts the same from
+    it as from audio decoded in the batch."""
+    from taemi.extract.common import find_media
+    from taemi.extract.media import read_audio
+    from taemi.training import predict
+    from taemi.waves import to_float, to_int16
+
+    cfg, _ = trained
+    model, inputs, index = e2e_inputs(cfg)
+    model.load_state_dict(fold_state(cfg))
+    model.eval()
+    rows = index["val"]
+    cached = predict(model, inputs, rows, 4)
+    media = find_media(cfg.data.root, "audio")
+    settings = cfg.experiments["e2e"].endtoend
+    kept = int(settings.max_chunks * settings.max_seconds * 16000)
+    decoded, exact = [], []
+    with torch.no_grad():
+        for row in rows:
+            batch = inputs.batch(torch.tensor([row]))
+            clip = inputs.ids[row]
+            if batch["audio_missing"].item():
+                decoded.append(model(batch).numpy())
+                exact.append(decoded[-1])
+                continue
+            wave = read_audio(media[clip], max_samples=kept)
+            for store, w in ((decoded, wave), (exact, to_float(to_int16(wave)))):
+                one = {**batch, "audio_wave": torch.from_numpy(w)[None],
+                       "audio_samples": torch.tensor([len(w)])}
+                store.append(model(one).numpy())
+    inputs.close()
+    np.testing.assert_allclose(cached, np.concatenate(exact), atol=1e-6)
+    np.testing.assert_allclose(cached, np.concatenate(decoded), atol=1e-4)
+
+
+def test_robustness_of_an_end_to_end_experiment(trained) -> None:
+    from taemi.robustness import condition_name, robustness
+
+    cfg, _ = trained
+    table = robustness(cfg, "e2e")
+    assert len(table) == 7 and np.isfinite(table["mean"]).all()
+    full = table.loc[condition_name(()), "mean"]
+    assert table.loc[condition_name(("audio",)), "mean"] != full  # audio really removed
+    assert table.loc[condition_name(("text",)), "mean"] != full
+
+
+def test_the_data_report_names_unreadable_audio(trained, capsys) -> None:
+    from test_extract import CORRUPT
+
+    from taemi.pipeline import ensure_cache
+
+    cfg, _ = trained
+    ensure_cache(cfg)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "audio waveforms" in x)
+    assert f"1 unreadable (modality missing; listed in {cfg.cache.dir}" in line
+    assert f"e.g. {CORRUPT}: " in line

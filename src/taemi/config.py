@@ -198,6 +198,10 @@ class EndToEndConfig(Section):
     freeze_epochs: int = Field(0, ge=0)  # encoders frozen for the first epochs
     freeze_feature_encoder: bool = True  # wav2vec2's convolutional front end never trains
     gradient_checkpointing: bool = False
+    # processes reading waveform crops for the training batches (DataLoader workers);
+    # None: up to 4, leaving a core for the training process. Not in any key: the crops
+    # are drawn per clip from (seed, fold, epoch), whoever reads them
+    loader_workers: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _some_encoder(self) -> EndToEndConfig:
@@ -217,15 +221,8 @@ class ExperimentConfig(Section):
     # encoders trained end to end from raw media for the roles they read (None: packs only)
     endtoend: EndToEndConfig | None = None
     # whether `taemi run` scores it with each modality removed (minutes a model at full
-    # size); None: yes for models on packed features, no for end-to-end ones
-    robustness: bool | None = None
-
-    @model_validator(mode="after")
-    def _robustness_fits(self) -> ExperimentConfig:
-        if self.robustness and self.endtoend is not None:
-            raise ValueError("robustness: true is not supported for an experiment trained end "
-                             "to end (`taemi robustness` scores packed features only)")
-        return self
+    # size, more for one trained end to end)
+    robustness: bool = True
 
     @field_validator("folds", "seeds")
     @classmethod
@@ -233,10 +230,6 @@ class ExperimentConfig(Section):
         if values is not None and len(set(values)) < len(values):
             raise ValueError(f"each value once, got {values}")
         return values
-
-    @property
-    def measures_robustness(self) -> bool:
-        return self.endtoend is None if self.robustness is None else self.robustness
 
     @field_validator("train")
     @classmethod

@@ -357,11 +357,13 @@ class DataReport:
 
     features: list[FeatureReport]
     transcripts: TranscriptReport | None = None
+    waves: list = field(default_factory=list)  # `taemi.waves.WaveReport`s (end to end)
 
     def format(self) -> str:
         lines = ["data report:"] + [f"  {f.line()}" for f in self.features]
         if self.transcripts is not None:
             lines.append(f"  {self.transcripts.line()}")
+        lines += [f"  {w.line()}" for w in self.waves]
         return "\n".join(lines)
 
 

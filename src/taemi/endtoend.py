@@ -38,7 +38,10 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +53,11 @@ from taemi.config import ConfigError, EndToEndConfig, ModelSpec
 from taemi.data import ChallengeData
 from taemi.extract.audio import emotion_model_class
 from taemi.extract.common import find_media, load_model, quiet_model_loading, resolve_model
-from taemi.extract.media import SAMPLE_RATE, MediaError, read_audio
+from taemi.extract.media import SAMPLE_RATE
 from taemi.identity import digest_files, folder_digest
 from taemi.models import create_model
 from taemi.training import ClipInputs
+from taemi.waves import WAVES_VERSION, WaveCache, ensure_waves, samples_kept
 
 ENCODED = ("audio", "text")
 MIN_SAMPLES = 400  # one wav2vec2 receptive field (25 ms)
@@ -122,7 +126,6 @@ class AudioEncoder(nn.Module):
             int(self.model.config.num_labels) if self.emotion else 0)
         self.layers = int(backbone.config.num_hidden_layers)
         self.chunk = int(settings.max_seconds * SAMPLE_RATE)
-        self.random_crop = settings.random_crop
         self.freeze_front = settings.freeze_feature_encoder
         if settings.gradient_checkpointing:
             checkpointing(self.model)
@@ -137,11 +140,8 @@ class AudioEncoder(nn.Module):
         pieces, owners = [], []
         for b, n in enumerate(samples.tolist()):
             n = max(int(n), 1)
-            if self.training:
-                start = 0
-                if self.random_crop and n > self.chunk:
-                    start = int(torch.randint(0, n - self.chunk + 1, ()).item())
-                spans = [(start, min(n, start + self.chunk))]
+            if self.training:  # the loader cropped it already (`ClipMedia`): at most a crop
+                spans = [(0, min(n, self.chunk))]
             else:
                 spans = [(s, min(n, s + self.chunk)) for s in range(0, n, self.chunk)]
                 if len(spans) > 1 and spans[-1][1] - spans[-1][0] < SAMPLE_RATE:
@@ -198,10 +198,10 @@ class TextEncoder(nn.Module):
     def trainable(self, on: bool) -> None:
         self.model.requires_grad_(on)
 
-    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        out = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt")
-        return out["input_ids"], out["attention_mask"].bool()
+    def token_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's token ids (special tokens included, at most `max_tokens`)."""
+        out = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
+        return [np.asarray(ids, np.int64) for ids in out["input_ids"]]
 
     def forward(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
@@ -271,26 +271,119 @@ class EndToEnd(nn.Module):
 # ----------------------------------------------------------------------------- inputs
 
 
+class ClipMedia(torch.utils.data.Dataset):
+    """What the encoders read of each clip, by input row: its waveform from the cache (a
+    training crop, or every chunk prediction reads) and its transcript's token ids.
+
+    An item is (epoch, row): epoch >= 0 asks for a training crop, drawn from a generator
+    seeded by (seed, epoch, row), so a crop is the same whichever worker reads it and
+    after a resume; epoch -1 asks for the first `max_samples`."""
+
+    def __init__(self, waves: WaveCache | None, rows: np.ndarray, tokens: list[np.ndarray],
+                 crop: int, random_crop: bool, seed: int = 0) -> None:
+        self.waves, self.rows, self.tokens = waves, rows, tokens
+        self.crop, self.random_crop, self.seed = crop, random_crop, seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def crop_start(self, epoch: int, row: int, length: int) -> int:
+        if not self.random_crop or length <= self.crop:
+            return 0
+        rng = np.random.default_rng([self.seed, epoch, row])
+        return int(rng.integers(0, length - self.crop + 1))
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[int, np.ndarray | None,
+                                                           np.ndarray | None]:
+        epoch, row = item
+        wave = None
+        if self.waves is not None:  # no samples (length 0): the clip's audio is missing
+            at = int(self.rows[row])
+            length = int(self.waves.lengths[at]) if at >= 0 else 0
+            if not length:
+                wave = np.zeros(0, np.float32)
+            elif epoch >= 0:
+                wave = self.waves.read(at, self.crop_start(epoch, row, length), self.crop)
+            else:
+                wave = self.waves.read(at)
+        return row, wave, self.tokens[row] if self.tokens else None
+
+
+def collate_media(items: list, pad_id: int = 0) -> dict[str, Tensor]:
+    """A batch of `ClipMedia` items: waveforms padded, with their sample counts and
+    missing flags; token ids padded, with their mask."""
+    out = {"row": torch.tensor([row for row, _, _ in items])}
+    waves = [w for _, w, _ in items]
+    if waves and waves[0] is not None:
+        filled = [w if len(w) else np.zeros(MIN_SAMPLES, np.float32) for w in waves]
+        out["audio_samples"] = torch.tensor([len(w) for w in filled])
+        out["audio_wave"] = nn.utils.rnn.pad_sequence(
+            [torch.from_numpy(np.ascontiguousarray(w)) for w in filled], batch_first=True)
+        out["audio_missing"] = torch.tensor([not len(w) for w in waves])
+    tokens = [t for _, _, t in items]
+    if tokens and tokens[0] is not None:
+        ids = nn.utils.rnn.pad_sequence([torch.from_numpy(t) for t in tokens],
+                                        batch_first=True, padding_value=pad_id)
+        lengths = torch.tensor([len(t) for t in tokens])
+        out["text_ids"] = ids
+        out["text_mask"] = torch.arange(ids.shape[1])[None] < lengths[:, None]
+    return out
+
+
+class _Groups(torch.utils.data.Sampler):
+    """The batches of the next pass, set before each (a persistent loader's sampler)."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
 class EndToEndInputs:
-    """The packs' inputs (`ClipInputs`) plus, for each encoded role, what its encoder
-    reads: waveforms decoded with PyAV at each batch, or tokenised transcripts.
+    """The packs' inputs (`ClipInputs`) plus what the encoders read, delivered by a
+    DataLoader: worker processes read waveform crops from the waveform cache
+    (`taemi.waves`), batches are prefetched and, on a GPU, pinned; transcripts are
+    tokenised once per clip, here.
 
     A clip whose audio cannot be read, or that has no audio, has its audio missing (the
     fusion model's missing token), as `taemi extract audio` would leave it; an empty
-    transcript has its text missing.
+    transcript has its text missing. Prediction batches are grouped by length
+    (`prediction_order`), so short clips are not padded to a long one's length.
     """
 
-    def __init__(self, packed: ClipInputs, data: ChallengeData, model: EndToEnd) -> None:
+    def __init__(self, packed: ClipInputs, data: ChallengeData, model: EndToEnd,
+                 cache_dir: str | Path = "cache", seed: int = 0,
+                 workers: int | None = None) -> None:
         self.packed, self.ids = packed, packed.ids
         self.device = torch.device("cpu")
         settings = model.settings
-        self.media: dict[str, Path] = {}
-        self.max_samples = int(settings.max_chunks * settings.max_seconds * SAMPLE_RATE)
-        self.failures: dict[str, str] = {}
-        if "audio" in model.encoders:
-            self.media = find_media(data.root, "audio")
-        self.tokenize = model.encoders["text"].tokenize if "text" in model.encoders else None
-        self.texts = data.transcripts if self.tokenize else {}
+        max_samples = samples_kept(settings.max_seconds, settings.max_chunks)
+        self.waves = ensure_waves(data, max_samples, cache_dir) \
+            if "audio" in model.encoders else None
+        rows = np.full(len(self.ids), -1, np.int64)
+        if self.waves is not None:
+            rows = np.array([self.waves.row_of.get(c, -1) for c in self.ids], np.int64)
+        self.failures = self.waves.meta["failures"] if self.waves is not None else {}
+        tokens, self.pad_id = [], 0
+        self.text_missing = torch.zeros(len(self.ids), dtype=torch.bool)
+        if "text" in model.encoders:
+            encoder = model.encoders["text"]
+            texts = [data.transcripts.get(c, "") for c in self.ids]
+            tokens = encoder.token_ids(texts)
+            self.pad_id = int(encoder.tokenizer.pad_token_id or 0)
+            self.text_missing = torch.tensor([not t.strip() for t in texts])
+        self.media = ClipMedia(self.waves, rows, tokens, int(settings.max_seconds * SAMPLE_RATE),
+                               settings.random_crop, seed)
+        if workers is None:
+            workers = settings.loader_workers
+        if workers is None:
+            workers = min(4, max(0, len(os.sched_getaffinity(0)) - 1))
+        self.workers = workers
+        self._loader: torch.utils.data.DataLoader | None = None
 
     @property
     def dims(self) -> dict[str, int]:
@@ -301,35 +394,62 @@ class EndToEndInputs:
         self.device = torch.device(device)
         return self
 
-    def _wave(self, clip: str) -> np.ndarray | None:
-        path = self.media.get(clip)
-        if path is None:
-            self.failures[clip] = "no audio or video file"
-            return None
-        try:
-            return read_audio(path)[:self.max_samples]
-        except MediaError as err:
-            self.failures[clip] = str(err)
-            return None
+    def loader(self) -> tuple[torch.utils.data.DataLoader, _Groups]:
+        """One DataLoader for the whole fit: its workers persist from epoch to epoch."""
+        if self._loader is None:
+            sampler = _Groups()
+            extra = {"prefetch_factor": 4, "persistent_workers": True} if self.workers else {}
+            self._loader = torch.utils.data.DataLoader(
+                self.media, batch_sampler=sampler, num_workers=self.workers,
+                collate_fn=partial(collate_media, pad_id=self.pad_id),
+                pin_memory=self.device.type == "cuda", generator=torch.Generator(), **extra)
+            self._sampler = sampler
+        return self._loader, self._sampler
+
+    def batches(self, groups: list[Tensor], epoch: int | None = None,
+                drop: tuple[str, ...] = ()) -> Iterator[dict[str, Tensor]]:
+        """The batches of `groups` (input rows) in order: training crops of `epoch`, or
+        with epoch None what prediction reads."""
+        loader, sampler = self.loader()
+        tag = -1 if epoch is None else epoch
+        sampler.groups = [[(tag, int(r)) for r in group.tolist()] for group in groups]
+        for index, media in zip(groups, loader, strict=True):
+            yield self._join(index, media, drop)
 
     def batch(self, index: Tensor, drop: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """One prediction batch, read here (no workers)."""
+        media = collate_media([self.media[(-1, int(r))] for r in index.tolist()], self.pad_id)
+        return self._join(index, media, drop)
+
+    def _join(self, index: Tensor, media: dict[str, Tensor],
+              drop: tuple[str, ...]) -> dict[str, Tensor]:
         out = self.packed.batch(index, drop)
-        clips = [self.ids[i] for i in index.tolist()]
-        if self.media:
-            waves = [self._wave(c) for c in clips]
-            missing = torch.tensor([w is None for w in waves]) | ("audio" in drop)
-            waves = [np.zeros(MIN_SAMPLES, np.float32) if w is None else w for w in waves]
-            out["audio_samples"] = torch.tensor([len(w) for w in waves], device=self.device)
-            out["audio_wave"] = nn.utils.rnn.pad_sequence(
-                [torch.from_numpy(w) for w in waves], batch_first=True).to(self.device)
-            out["audio_missing"] = missing.to(self.device)
-        if self.tokenize is not None:
-            texts = [self.texts.get(c, "") for c in clips]
-            ids, mask = self.tokenize(texts)
-            out["text_ids"], out["text_mask"] = ids.to(self.device), mask.to(self.device)
-            missing = torch.tensor([not t.strip() for t in texts]) | ("text" in drop)
+        media.pop("row")
+        for name, value in media.items():
+            out[name] = value.to(self.device, non_blocking=True)
+        if "audio_missing" in out and "audio" in drop:
+            out["audio_missing"] = torch.ones_like(out["audio_missing"])
+        if "text_ids" in out:
+            missing = self.text_missing[index.cpu()] | ("text" in drop)
             out["text_missing"] = missing.to(self.device)
         return out
+
+    def prediction_order(self, index: np.ndarray) -> np.ndarray:
+        """The positions of `index` by waveform length, longest first: batches of like
+        lengths, padded little."""
+        if self.waves is None:
+            return np.arange(len(index))
+        rows = self.media.rows[np.asarray(index)]
+        lengths = np.where(rows >= 0, self.waves.lengths[np.maximum(rows, 0)], 0)
+        return np.argsort(-lengths, kind="stable")
+
+    def close(self) -> None:
+        """End the loader's worker processes."""
+        if self._loader is not None:
+            iterator = getattr(self._loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+            self._loader = None
 
 
 def check_backbone(experiment: str, backbone: str, features: dict[str, str],
@@ -358,4 +478,5 @@ def media_digest(data: ChallengeData, settings: EndToEndConfig,
             encoders[role] = folder_digest(Path(model),
                                            cache_dir / f"digests-{role}-encoder.json")
     texts = data.transcripts if settings.text_model else {}
-    return stable_hash({"media": media, "texts": texts, "encoders": encoders}, 16)
+    return stable_hash({"media": media, "texts": texts, "encoders": encoders,
+                        "waves": WAVES_VERSION if settings.audio_model else None}, 16)

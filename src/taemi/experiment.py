@@ -115,7 +115,8 @@ def job_key_parts(cfg: Config, job: Job, pack_keys: dict[str, str], digest: str,
     from taemi.models import model_code_digest
 
     exp = cfg.experiments[job.experiment]
-    extra = {"endtoend": exp.endtoend.model_dump(mode="json"), "media": media} \
+    extra = {"endtoend": exp.endtoend.model_dump(mode="json", exclude={"loader_workers"}),
+             "media": media} \
         if exp.endtoend else {}
     return {
         "kit": KIT_VERSION, "code": model_code_digest(exp.model.name),
@@ -276,6 +277,22 @@ def fold_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     return inputs, part_ids, index
 
 
+def fold_model(cfg: Config, data: ChallengeData, experiment: str, inputs, seed: int = 0):
+    """The experiment's model, untrained, and the inputs it reads: a registered model on
+    the packs' inputs, or encoders trained end to end with one, whose inputs then also
+    read the raw media (`taemi.endtoend`; crops drawn by `seed`, which holds the fold)."""
+    from taemi.models import create_model
+
+    spec = cfg.experiments[experiment].model
+    endtoend = cfg.experiments[experiment].endtoend
+    if endtoend is None:
+        return create_model(spec.name, dims=inputs.dims, **spec.params()), inputs
+    from taemi.endtoend import EndToEnd, EndToEndInputs
+
+    model = EndToEnd(endtoend, spec, inputs.dims, {r: cfg.cache.steps_for(r) for r in ROLES})
+    return model, EndToEndInputs(inputs, data, model, cfg.cache.dir, seed)
+
+
 def run_job(cfg_tree: dict, job: Job) -> dict:
     """Train and predict one fold model; the same function runs locally and as a Ray task.
 
@@ -283,7 +300,6 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     artifacts; only a finished run replaces them, `done.json` last, so an interrupted
     retrain never leaves a finished job pointing at an unfinished model.
     """
-    from taemi.models import create_model
     from taemi.training import SNAPSHOTS, fit_fold, predict, seed_everything
 
     cfg = config_from_dict(cfg_tree)
@@ -311,23 +327,20 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     del packs  # the inputs hold their own copy: unmap the packs, halving resident memory
     job_seed = job.seed * 1000 + job.fold
     seed_everything(job_seed)
-    spec = cfg.experiments[job.experiment].model
-    if endtoend is None:
-        model = create_model(spec.name, dims=inputs.dims, **spec.params())
-    else:  # the encoders train with the fusion model, from raw audio and transcripts
-        from taemi.endtoend import EndToEnd, EndToEndInputs
-
-        model = EndToEnd(endtoend, spec, inputs.dims, {r: cfg.cache.steps_for(r) for r in ROLES})
-        inputs = EndToEndInputs(inputs, data, model)
+    model, inputs = fold_model(cfg, data, job.experiment, inputs, job_seed)
     work = folder / f".work-{fingerprint}"
-    outcome = fit_fold(model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
-                       index["select"], labels_matrix(data.labels, part_ids["select"]),
-                       train_cfg, job_seed, work, fingerprint, desc=job.label)
-    for kind, part in (("oof", "val"), ("test", "test"), ("holdout", "holdout")):
-        if part_ids[part]:
-            pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
-            write_csv(work / f"{kind}.csv",
-                      prediction_frame(part_ids[part], pred, job.fold if kind == "oof" else None))
+    try:
+        outcome = fit_fold(model, inputs, index["fit"],
+                           labels_matrix(data.labels, part_ids["fit"]), index["select"],
+                           labels_matrix(data.labels, part_ids["select"]), train_cfg,
+                           job_seed, work, fingerprint, desc=job.label)
+        for kind, part in (("oof", "val"), ("test", "test"), ("holdout", "holdout")):
+            if part_ids[part]:
+                pred = predict(model, inputs, index[part], train_cfg.eval_batch_size)
+                write_csv(work / f"{kind}.csv", prediction_frame(
+                    part_ids[part], pred, job.fold if kind == "oof" else None))
+    finally:
+        inputs.close()
     summary = {"fingerprint": fingerprint, "kit": KIT_VERSION, "parts": _hashed(parts),
                "job": asdict(job),
                "best_epoch": outcome.best_epoch,

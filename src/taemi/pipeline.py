@@ -31,6 +31,7 @@ from taemi.progress import echo
 from taemi.splits import ensure_folds
 from taemi.synth import SynthParams, generate
 from taemi.tracking import check_tracking, log_experiment, log_stack
+from taemi.waves import ensure_waves, samples_kept
 
 
 def ensure_data(cfg: Config) -> ChallengeData:
@@ -52,6 +53,9 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
         (name, steps): build_packed(data, name, steps, cfg.cache.dir, cfg.cache.workers)
         for name, steps in cfg.packed_features()
     }
+    kept = sorted({samples_kept(e.endtoend.max_seconds, e.endtoend.max_chunks)
+                   for e in cfg.experiments.values() if e.endtoend and e.endtoend.audio_model})
+    waves = [ensure_waves(data, n, cfg.cache.dir, cfg.cache.workers) for n in kept]
     normalised = [b for b, spec in cfg.backbones.items() if spec.normalise != "none"]
     if normalised:  # the derived packs too, before jobs run in parallel
         from taemi.experiment import open_packs
@@ -62,6 +66,7 @@ def ensure_cache(cfg: Config, data: ChallengeData | None = None,
         summary = DataReport(
             features=[p.report for p in packs.values()],
             transcripts=data.transcript_report() if data.transcripts else None,
+            waves=[w.report for w in waves],
         )
         print(summary.format(), flush=True)  # not progress: shown even when quiet
         if normalised:
@@ -272,7 +277,7 @@ def _run_all(cfg: Config) -> dict:
     cfg = step("plan", run_config, cfg, data)
     results = {"experiments": step("train", train_experiments, cfg, data=data, record=jobs)}
     for name, exp in cfg.experiments.items():
-        if exp.measures_robustness:
+        if exp.robustness:
             step("robustness", ensure_robustness, cfg, name)
     if cfg.stack is not None:
         results["stack"] = step("stack", ensure_stack, cfg, data)

@@ -259,7 +259,7 @@ class Planner:
             why = "its jobs are done but not gathered"
         self.add("experiment", f"{name} ({total} jobs)", None, current, why,
                  {"to_train": [label for label, _ in todo]})
-        if cfg.experiments[name].measures_robustness:
+        if cfg.experiments[name].robustness:
             fresh = current and robustness_current(cfg.paths.models / name)
             self.add("robustness", name, None, fresh, "its experiment's models changed")
         return current

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from taemi.artifacts import read_json, remove_stale_temporaries, stable_hash, write_csv, write_json
-from taemi.config import ROLES, Config, ConfigError, config_from_dict
+from taemi.config import ROLES, Config, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
-from taemi.experiment import experiment_folds, open_packs, plan_jobs
+from taemi.experiment import experiment_folds, fold_model, open_packs, plan_jobs
 from taemi.folds import read_folds
 from taemi.metrics import score_table
 from taemi.plots import bar_chart
@@ -52,15 +52,10 @@ def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
     """Out-of-fold mean Pearson of the experiment with each modality (pair) removed."""
     import torch
 
-    from taemi.models import create_model
     from taemi.training import ClipInputs, pick_device, predict
 
-    if cfg.experiments[experiment].endtoend is not None:
-        raise ConfigError(f"experiment {experiment!r} trains its encoders end to end: "
-                          "`taemi robustness` scores experiments on packed features only")
     data = open_data(cfg)
     folds = read_folds(cfg.folds.path)
-    spec = cfg.experiments[experiment].model
     device = pick_device(cfg.train.device)
     trained = experiment_folds(cfg, experiment, folds)
     cv_ids = folds.loc[folds["fold"].isin(trained), ID_COLUMN].tolist()
@@ -68,23 +63,31 @@ def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
     preds = {drop: [] for drop in CONDITIONS}  # one (N, 6) OOF matrix per backbone x seed
     jobs = plan_jobs(cfg, experiment, folds)
     for backbone in cfg.backbones_for(experiment):
-        inputs = ClipInputs(open_packs(cfg, data, backbone), cv_ids,
-                            {r: cfg.cache.steps_for(r) for r in ROLES}).to(device)
-        for seed in cfg.experiments[experiment].seeds:
-            oof = {drop: np.zeros((len(cv_ids), len(TARGETS))) for drop in CONDITIONS}
-            for job in progress([j for j in jobs if j.backbone == backbone and j.seed == seed],
-                                desc=f"robustness {backbone}/seed{seed}", unit="fold"):
-                model = create_model(spec.name, dims=inputs.dims, **spec.params())
-                state = torch.load(job.folder(cfg.paths.models) / "model.pt",
-                                   map_location=device, weights_only=True)
-                model.load_state_dict(state)
-                model.to(device)
-                val = folds.loc[folds["fold"] == job.fold, ID_COLUMN]
-                rows = np.array([row_of[c] for c in val])
+        packed = ClipInputs(open_packs(cfg, data, backbone), cv_ids,
+                            {r: cfg.cache.steps_for(r) for r in ROLES})
+        # an end-to-end model's inputs read its media too; a modality is removed through
+        # the same missing flags either way
+        model, inputs = fold_model(cfg, data, experiment, packed)
+        inputs.to(device)
+        try:
+            for seed in cfg.experiments[experiment].seeds:
+                oof = {drop: np.zeros((len(cv_ids), len(TARGETS))) for drop in CONDITIONS}
+                for job in progress([j for j in jobs if j.backbone == backbone and
+                                     j.seed == seed],
+                                    desc=f"robustness {backbone}/seed{seed}", unit="fold"):
+                    state = torch.load(job.folder(cfg.paths.models) / "model.pt",
+                                       map_location=device, weights_only=True)
+                    model.load_state_dict(state)
+                    model.to(device)
+                    val = folds.loc[folds["fold"] == job.fold, ID_COLUMN]
+                    rows = np.array([row_of[c] for c in val])
+                    for drop in CONDITIONS:
+                        oof[drop][rows] = predict(model, inputs, rows,
+                                                  cfg.train.eval_batch_size, drop=drop)
                 for drop in CONDITIONS:
-                    oof[drop][rows] = predict(model, inputs, rows, drop=drop)
-            for drop in CONDITIONS:
-                preds[drop].append(oof[drop])
+                    preds[drop].append(oof[drop])
+        finally:
+            inputs.close()
     y = labels_matrix(data.labels, cv_ids)
     table = pd.DataFrame([{"condition": condition_name(drop),
                            **score_table(y, np.mean(preds[drop], axis=0))}

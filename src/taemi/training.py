@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,22 @@ class ClipInputs:
             out[f"{role}_missing"] = torch.ones_like(out[f"{role}_missing"])
         return out
 
+    def batches(self, groups: list[Tensor], epoch: int | None = None,
+                drop: tuple[str, ...] = ()) -> Iterator[dict[str, Tensor]]:
+        """The batches of `groups` in order; `epoch`: which training pass (None when
+        predicting). What the trainer iterates: end-to-end inputs read theirs in a
+        DataLoader's workers (`taemi.endtoend.EndToEndInputs`)."""
+        for index in groups:
+            yield self.batch(index, drop)
+
+    def prediction_order(self, index: np.ndarray) -> np.ndarray:
+        """The positions of `index` in the order to predict them (end-to-end inputs group
+        like lengths); here, as given."""
+        return np.arange(len(index))
+
+    def close(self) -> None:
+        """Release what reading batches holds (here: nothing)."""
+
 
 class EMA:
     """Exponential moving average of a model's weights, with the usual early warm-up."""
@@ -135,12 +151,16 @@ def predict(model: nn.Module, inputs: ClipInputs, index: np.ndarray, batch_size:
             drop: tuple[str, ...] = ()) -> np.ndarray:
     """Predictions (N, 6) for rows `index`, in that order; `drop` removes modalities."""
     model.eval()
-    out = []
-    index_t = torch.as_tensor(index, dtype=torch.long)
-    for start in range(0, len(index_t), batch_size):
-        batch = inputs.batch(index_t[start:start + batch_size], drop)
-        out.append(model(batch).float().cpu())
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, len(TARGETS)))
+    if not len(index):
+        return np.zeros((0, len(TARGETS)))
+    index = np.asarray(index)
+    order = inputs.prediction_order(index)
+    index_t = torch.as_tensor(index[order], dtype=torch.long)
+    groups = [index_t[start:start + batch_size] for start in range(0, len(index_t), batch_size)]
+    out = [model(batch).float().cpu() for batch in inputs.batches(groups, drop=drop)]
+    pred = np.empty((len(index), len(TARGETS)))
+    pred[order] = torch.cat(out).numpy().astype(np.float64)  # back in the order asked for
+    return pred
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -258,7 +278,28 @@ def _resume(fit: _Fit, last: Path, fingerprint: str) -> dict | None:
     torch.set_rng_state(saved["rng"])
     if fit.device.type == "cuda" and saved.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"])
+    if saved.get("numpy_rng") is not None:
+        _set_host_rng(saved["numpy_rng"], saved["python_rng"])
     return {"kept": [], **saved["state"]}
+
+
+def _host_rng() -> tuple[dict, list]:
+    """numpy's and Python's global random states, in types `torch.load(weights_only=True)`
+    reads back (wav2vec2's time masking draws from numpy's, so a resumed end-to-end fold
+    needs it to end with the same weights)."""
+    state = np.random.get_state(legacy=False)
+    mt = {"key": torch.from_numpy(state["state"]["key"].astype(np.int64)),
+          "pos": int(state["state"]["pos"]), "has_gauss": int(state["has_gauss"]),
+          "gauss": float(state["gauss"])}
+    version, words, gauss = random.getstate()
+    return mt, [version, list(words), gauss]
+
+
+def _set_host_rng(mt: dict, python: list) -> None:
+    np.random.set_state({"bit_generator": "MT19937", "state": {
+        "key": mt["key"].numpy().astype(np.uint32), "pos": mt["pos"]},
+        "has_gauss": mt["has_gauss"], "gauss": mt["gauss"]})
+    random.setstate((python[0], tuple(python[1]), python[2]))
 
 
 def _save_state(fit: _Fit, last: Path, fingerprint: str, state: dict) -> None:
@@ -269,6 +310,7 @@ def _save_state(fit: _Fit, last: Path, fingerprint: str, state: dict) -> None:
         "ema_updates": fit.ema.updates if fit.ema is not None else 0,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state() if fit.device.type == "cuda" else None,
+        **dict(zip(("numpy_rng", "python_rng"), _host_rng(), strict=True)),
     }, last)
 
 
@@ -283,11 +325,12 @@ def _train_epoch(fit: _Fit, inputs: ClipInputs, train_t: Tensor, y_train_t: Tens
         seed * 100_003 + epoch))
     autocast = torch.autocast(fit.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     total, seen = 0.0, 0
-    bar = progress(range(fit.steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, unit="batch")
-    for step in bar:
-        rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        batch = inputs.batch(train_t[rows])
+    steps = [order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+             for step in range(fit.steps_per_epoch)]
+    batches = inputs.batches([train_t[rows] for rows in steps], epoch=epoch)
+    bar = progress(zip(steps, batches, strict=True), total=len(steps),
+                   desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="batch")
+    for step, (rows, batch) in enumerate(bar):
         with autocast:
             pred = fit.forward(batch)
         if step == 0:  # a model breaking the batch contract stops here, in one line

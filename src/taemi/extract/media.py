@@ -75,11 +75,15 @@ def iter_frames(path: str | os.PathLike, fps: float | None) -> Iterator[Image.Im
             raise MediaError(f"{path}: no video frames could be decoded")
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first audio track as mono float32 at `sample_rate` Hz, shape (samples,)."""
+def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+               max_samples: int | None = None) -> np.ndarray:
+    """The first audio track as mono float32 at `sample_rate` Hz, shape (samples,); with
+    `max_samples`, only that many, the decoder stopping there (a 20-minute clip read for
+    its first seconds costs those seconds)."""
     path = Path(path)
     container = _open(path)
     chunks: list[np.ndarray] = []
+    have = 0
     with container:
         if not container.streams.audio:
             raise NoAudioTrack(f"{path}: no audio track")
@@ -88,14 +92,19 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # resample by sample count; odd timestamps must not matter
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    have += len(chunks[-1])
+                if max_samples is not None and have >= max_samples:
+                    break
+            else:
+                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
         except _DECODE_ERRORS as err:
             raise MediaError(f"{path}: audio decoding failed ({_reason(err)})") from err
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0)
     if samples.size == 0:
         raise MediaError(f"{path}: no audio samples could be decoded")
-    return samples
+    return samples[:max_samples]
 
 
 def decoded_audio(clips: dict[str, Path]) -> Iterator[tuple[str, np.ndarray | MediaError]]:
