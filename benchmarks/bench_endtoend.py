@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from taemi.config import EndToEndConfig, ModelSpec
-from taemi.endtoend import EndToEnd
+from taemi.endtoend import EndToEnd, collate_media
 from taemi.losses import MixedLoss
 from taemi.models.layers import take_gate_logits
 
@@ -69,10 +69,12 @@ def main() -> None:
         model = EndToEnd(settings, ModelSpec(name=args.model, head="gate"),
                          {"text": 1, "visual": 384, "audio": 1},
                          {"text": 128, "visual": 32, "audio": 600}).to(device)
-        tokenizer = model.encoders["text"].tokenize
+        tokens = model.encoders["text"].token_ids(
+            [" ".join(["happy dogs park"] * (args.words // 3))] * args.batch)
     samples = int(args.seconds * 16_000)
     b = args.batch
-    ids, mask = tokenizer([" ".join(["happy dogs park"] * (args.words // 3))] * b)
+    text = collate_media([(i, None, t) for i, t in enumerate(tokens)])
+    ids, mask = text["text_ids"], text["text_mask"]
     batch = {
         "audio_wave": torch.randn(b, samples, device=device) * 0.1,
         "audio_samples": torch.full((b,), samples, device=device),

@@ -57,7 +57,7 @@ from taemi.extract.media import SAMPLE_RATE
 from taemi.identity import digest_files, folder_digest
 from taemi.models import create_model
 from taemi.training import ClipInputs
-from taemi.waves import WAVES_VERSION, WaveCache, ensure_waves, samples_kept
+from taemi.waves import SCALE, WAVES_VERSION, WaveCache, ensure_waves, samples_kept
 
 ENCODED = ("audio", "text")
 MIN_SAMPLES = 400  # one wav2vec2 receptive field (25 ms)
@@ -155,7 +155,10 @@ class AudioEncoder(nn.Module):
         return pieces, owners
 
     def forward(self, wave: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, S) waveforms with (B,) sample counts -> (B, T, width) and (B, T) valid."""
+        """(B, S) waveforms with (B,) sample counts -> (B, T, width) and (B, T) valid.
+        int16 waveforms (the waveform cache's, moved as stored) become floats here."""
+        if wave.dtype == torch.int16:
+            wave = wave.float() / SCALE
         pieces, owners = self._pieces(wave, samples)
         lengths = torch.tensor([len(p) for p in pieces], device=wave.device)
         batch = nn.utils.rnn.pad_sequence(pieces, batch_first=True)
@@ -301,11 +304,12 @@ class ClipMedia(torch.utils.data.Dataset):
             at = int(self.rows[row])
             length = int(self.waves.lengths[at]) if at >= 0 else 0
             if not length:
-                wave = np.zeros(0, np.float32)
+                wave = np.zeros(0, np.int16)
             elif epoch >= 0:
-                wave = self.waves.read(at, self.crop_start(epoch, row, length), self.crop)
+                wave = self.waves.read_int16(at, self.crop_start(epoch, row, length),
+                                             self.crop)
             else:
-                wave = self.waves.read(at)
+                wave = self.waves.read_int16(at)
         return row, wave, self.tokens[row] if self.tokens else None
 
 
@@ -315,7 +319,7 @@ def collate_media(items: list, pad_id: int = 0) -> dict[str, Tensor]:
     out = {"row": torch.tensor([row for row, _, _ in items])}
     waves = [w for _, w, _ in items]
     if waves and waves[0] is not None:
-        filled = [w if len(w) else np.zeros(MIN_SAMPLES, np.float32) for w in waves]
+        filled = [w if len(w) else np.zeros(MIN_SAMPLES, w.dtype) for w in waves]
         out["audio_samples"] = torch.tensor([len(w) for w in filled])
         out["audio_wave"] = nn.utils.rnn.pad_sequence(
             [torch.from_numpy(np.ascontiguousarray(w)) for w in filled], batch_first=True)
