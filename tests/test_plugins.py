@@ -214,6 +214,9 @@ ERRORS = {
                                r"'team_nodims' takes no `dims` argument"),
     "nothing registered": ({"empty.py": "X = 1\n"}, ["empty.py"],
                            r"plugin \S+/empty\.py registers no model"),
+    "many-line error": ({"lines.py": "raise ValueError('first line\\n  second line')\n"},
+                        ["lines.py"], r"plugin \S+/lines\.py, line 1: ValueError: first "
+                                      r"line second line$"),
     "output shape": ({"shape.py": BAD_OUTPUT.format(outputs=5, end=".sigmoid()",
                                                     name="team_five")},
                      ["shape.py"], r"model 'team_five' \(plugin \S+/shape\.py\) returned "
@@ -359,3 +362,22 @@ def test_the_readme_example_is_the_shipped_plugin_and_its_config_adds_to_the_dem
     for name, experiment in demo.experiments.items():  # the demo's jobs stay current
         assert own.experiments[name] == experiment
     assert own.train == demo.train and own.folds == demo.folds and own.cache == demo.cache
+
+
+def test_a_plugin_fixed_after_a_failed_edit_loads_again(tmp_path: Path) -> None:
+    from taemi.config import config_from_dict
+    from taemi.models import list_models
+    from taemi.plugins import PluginError
+
+    plugin = tmp_path / "mine.py"
+    good = MLP.replace("team_mlp", "team_fixed")
+    tree = {"plugins": [str(plugin)], "data": {"root": str(tmp_path)},
+            "experiments": {"e": {"model": {"name": "team_fixed"}}}}
+    plugin.write_text(good)
+    config_from_dict(tree)
+    plugin.write_text(good + "\nraise RuntimeError('half-way through an edit')\n")
+    with pytest.raises(PluginError, match="half-way through an edit"):
+        config_from_dict(tree)
+    assert "team_fixed" not in list_models()
+    plugin.write_text(good)  # put back as it was
+    assert config_from_dict(tree).experiments["e"].model.name == "team_fixed"

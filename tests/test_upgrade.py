@@ -55,7 +55,7 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
     path = work / "run.yaml"
     work.mkdir(parents=True, exist_ok=True)
     tree = cfg.resolved()
-    del tree["paths"]["runs"]  # a key the previous kit did not know
+    del tree["paths"]["runs"], tree["plugins"]  # keys the previous kit did not know
     path.write_text(yaml.safe_dump(tree))
     old = subprocess.run([sys.executable, "-c", OLD_RUN, str(old_src), str(path)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -121,3 +121,33 @@ def test_a_worker_process_reopens_the_cache(root: Path, tmp_path: Path) -> None:
     copy = pickle.loads(pickle.dumps(cache))
     assert isinstance(copy, WaveCache) and copy.folder == cache.folder
     np.testing.assert_array_equal(copy.read(3), cache.read(3))
+
+
+def _build_in_a_process(root: str, cache: str) -> str:
+    data = ChallengeData(root, test_list="test_split.csv", transcripts=None)
+    return str(ensure_waves(data, KEPT, cache).folder)
+
+
+def test_processes_building_the_same_cache_at_once_take_turns(root: Path,
+                                                              tmp_path: Path) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        folders = list(pool.map(_build_in_a_process, [str(root)] * 2,
+                                [str(tmp_path / "cache")] * 2))
+    assert folders[0] == folders[1]
+    assert [p.name for p in (tmp_path / "cache").glob("waves-*")] == [Path(folders[0]).name]
+    assert not list((tmp_path / "cache").glob(".waves-*"))
+    whole = ensure_waves(open_root(root), KEPT, tmp_path / "whole")
+    np.testing.assert_array_equal(np.asarray(WaveCache(folders[0]).samples),
+                                  np.asarray(whole.samples))
+
+
+def test_other_clip_ids_make_another_cache(root: Path, tmp_path: Path) -> None:
+    first = ensure_waves(open_root(root), KEPT, tmp_path / "cache")
+    tests = pd.read_csv(root / "test_split.csv", dtype=str)
+    tests.iloc[:-1].to_csv(root / "test_split.csv", index=False)  # one test clip fewer
+    fewer = ensure_waves(open_root(root), KEPT, tmp_path / "cache")
+    assert fewer.folder != first.folder and len(fewer.ids) == len(first.ids) - 1

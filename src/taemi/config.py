@@ -221,8 +221,13 @@ class ExperimentConfig(Section):
     # encoders trained end to end from raw media for the roles they read (None: packs only)
     endtoend: EndToEndConfig | None = None
     # whether `taemi run` scores it with each modality removed (minutes a model at full
-    # size, more for one trained end to end)
+    # size, more for one trained end to end; null, as earlier kits wrote it: yes)
     robustness: bool = True
+
+    @field_validator("robustness", mode="before")
+    @classmethod
+    def _null_is_yes(cls, value: Any) -> Any:
+        return True if value is None else value
 
     @field_validator("folds", "seeds")
     @classmethod

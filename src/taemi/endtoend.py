@@ -38,7 +38,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from functools import partial
@@ -384,8 +383,8 @@ class EndToEndInputs:
                                settings.random_crop, seed)
         if workers is None:
             workers = settings.loader_workers
-        if workers is None:
-            workers = min(4, max(0, len(os.sched_getaffinity(0)) - 1))
+        if workers is None:  # this process's share of the cores (a `workers:` process, a
+            workers = min(4, max(0, torch.get_num_threads() - 1))  # Ray task), less one
         self.workers = workers
         self._loader: torch.utils.data.DataLoader | None = None
 
@@ -398,25 +397,31 @@ class EndToEndInputs:
         self.device = torch.device(device)
         return self
 
-    def loader(self) -> tuple[torch.utils.data.DataLoader, _Groups]:
-        """One DataLoader for the whole fit: its workers persist from epoch to epoch."""
-        if self._loader is None:
-            sampler = _Groups()
-            extra = {"prefetch_factor": 4, "persistent_workers": True} if self.workers else {}
-            self._loader = torch.utils.data.DataLoader(
-                self.media, batch_sampler=sampler, num_workers=self.workers,
-                collate_fn=partial(collate_media, pad_id=self.pad_id),
-                pin_memory=self.device.type == "cuda", generator=torch.Generator(), **extra)
-            self._sampler = sampler
-        return self._loader, self._sampler
+    def _make_loader(self, sampler: _Groups, prefetch: int,
+                     persistent: bool) -> torch.utils.data.DataLoader:
+        extra = {"prefetch_factor": prefetch, "persistent_workers": persistent} \
+            if self.workers else {}
+        return torch.utils.data.DataLoader(
+            self.media, batch_sampler=sampler, num_workers=self.workers,
+            collate_fn=partial(collate_media, pad_id=self.pad_id),
+            pin_memory=self.device.type == "cuda", generator=torch.Generator(), **extra)
 
     def batches(self, groups: list[Tensor], epoch: int | None = None,
                 drop: tuple[str, ...] = ()) -> Iterator[dict[str, Tensor]]:
-        """The batches of `groups` (input rows) in order: training crops of `epoch`, or
-        with epoch None what prediction reads."""
-        loader, sampler = self.loader()
+        """The batches of `groups` (input rows) in order: training crops of `epoch`, read
+        by one loader whose workers persist from epoch to epoch and prefetch 4 batches
+        each; or, with epoch None, what prediction reads (whole clips, up to
+        `max_chunks`: one batch ahead a worker, so memory stays a few batches)."""
+        sampler = _Groups()
         tag = -1 if epoch is None else epoch
         sampler.groups = [[(tag, int(r)) for r in group.tolist()] for group in groups]
+        if epoch is None:
+            loader = self._make_loader(sampler, 1, False)
+        else:
+            if self._loader is None:
+                self._sampler = _Groups()
+                self._loader = self._make_loader(self._sampler, 4, True)
+            self._sampler.groups, loader = sampler.groups, self._loader
         for index, media in zip(groups, loader, strict=True):
             yield self._join(index, media, drop)
 

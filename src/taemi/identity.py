@@ -129,8 +129,8 @@ def _parsed_digest(source: bytes) -> str:
 def code_digest(fn: Callable) -> str:
     """The code a registered function runs: its own module's file, the kit's model modules
     it imports from (`taemi.models.*`) and the modules it imports from its own folder (a
-    package's siblings), so a team's model in its own file is keyed by that file and
-    editing another file changes no key of it."""
+    package's siblings, not what lies below it), so a team's model in its own file is
+    keyed by that file and editing another file changes no key of it."""
     module = inspect.getmodule(fn)
     if module is None or not getattr(module, "__file__", None):
         return hashlib.blake2b(repr(fn).encode(), digest_size=8).hexdigest()
@@ -139,9 +139,10 @@ def code_digest(fn: Callable) -> str:
     for value in vars(module).values():
         imported = value if inspect.ismodule(value) else inspect.getmodule(value)
         where = getattr(imported, "__file__", None)
-        if not where:
+        if not where or not where.endswith(".py"):
             continue
-        if imported.__name__.startswith("taemi.models") or \
-                Path(where).resolve().is_relative_to(folder):
+        if imported.__name__.startswith("taemi.models") or (
+                Path(where).resolve().parent == folder and
+                imported.__name__.split(".")[0] != "taemi"):  # a sibling of its own
             files.add(where)
     return source_files_digest(files)

@@ -111,6 +111,7 @@ def _load_file(path: Path) -> None:
         return
     name = _module_name(path)
     forget_models(name)  # an edited plugin's models are replaced, not registered twice
+    _LOADED.pop(str(path), None)  # loaded again below, or not at all if it fails
     module = types.ModuleType(name)
     module.__file__ = str(path)
     sys.modules[name] = module
@@ -140,12 +141,13 @@ def _registering(what: str, module: str, path: Path | None) -> Iterator[None]:
         if path is not None:
             sys.modules.pop(module, None)
         where = _where(err, path)
+        said = " ".join(str(err).split())  # one line, whatever the exception's text
         if isinstance(err, ModelNameClash):
-            raise PluginError(f"{what}{where}: {err}") from None
+            raise PluginError(f"{what}{where}: {said}") from None
         if isinstance(err, ModuleNotFoundError) and err.name == module:
             raise PluginError(f"{what} cannot be imported: no module named {module!r} on "
                               "sys.path (a file is named by its path, ending in .py)") from None
-        raise PluginError(f"{what}{where}: {type(err).__name__}: {err}") from None
+        raise PluginError(f"{what}{where}: {type(err).__name__}: {said}") from None
     if path is not None and not set(list_models()) - before:
         forget_models(module)
         raise PluginError(f"{what} registers no model (decorate a function with "

@@ -56,6 +56,7 @@ def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
 
     data = open_data(cfg)
     folds = read_folds(cfg.folds.path)
+    batch_size = cfg.train_for(experiment).eval_batch_size
     device = pick_device(cfg.train.device)
     trained = experiment_folds(cfg, experiment, folds)
     cv_ids = folds.loc[folds["fold"].isin(trained), ID_COLUMN].tolist()
@@ -82,8 +83,7 @@ def robustness(cfg: Config, experiment: str) -> pd.DataFrame:
                     val = folds.loc[folds["fold"] == job.fold, ID_COLUMN]
                     rows = np.array([row_of[c] for c in val])
                     for drop in CONDITIONS:
-                        oof[drop][rows] = predict(model, inputs, rows,
-                                                  cfg.train.eval_batch_size, drop=drop)
+                        oof[drop][rows] = predict(model, inputs, rows, batch_size, drop=drop)
                 for drop in CONDITIONS:
                     preds[drop].append(oof[drop])
         finally:

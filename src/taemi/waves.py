@@ -15,23 +15,35 @@ without a file, without an audio track or whose file cannot be decoded has no sa
 its audio is missing (the fusion model's missing token), as `taemi extract audio` leaves
 it, and the unreadable ones are named in `_failures.csv` and in the data report.
 
-Built by the packed cache's rules: keyed by the audio files' content (quick-checked by
-size and mtime, `taemi.identity`), the samples kept and `WAVES_VERSION`; decoded in shards
-of `SHARD` clips, each written atomically into `.waves-<key>.partial/`, so a killed build
-resumes at the shards it had not finished; the folder appears whole (`atomic_dir`).
+Built by the packed cache's rules: keyed by its clip ids and their audio files' content
+(quick-checked by size and mtime, `taemi.identity`), the samples kept and
+`WAVES_VERSION`; decoded in shards of `SHARD` clips, each written atomically into
+`.waves-<key>.partial/`, so a killed build resumes at the shards it had not finished; the
+folder appears whole (`atomic_dir`). Processes that find it missing at once take turns
+(a file lock): one builds, the others find it built.
 """
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from taemi.artifacts import atomic_dir, atomic_path, read_json, stable_hash, write_json
+from taemi.artifacts import (
+    atomic_dir,
+    atomic_path,
+    read_json,
+    remove_stale_temporaries,
+    stable_hash,
+    write_json,
+)
 from taemi.data import ChallengeData
 from taemi.extract.common import FAILURES_FILE, FailureLog, find_media
 from taemi.extract.media import SAMPLE_RATE, MediaError, NoAudioTrack, read_audio
@@ -139,8 +151,10 @@ class WaveCache:
         self.__init__(state["folder"])
 
 
-def waves_key(digests: dict[str, str], max_samples: int) -> str:
-    return stable_hash({"audio": digests, "max_samples": max_samples, "rate": SAMPLE_RATE,
+def waves_key(ids: list[str], digests: dict[str, str], max_samples: int) -> str:
+    """The cache's key: its rows (clip ids) and each one's audio by content, what is kept."""
+    return stable_hash({"ids": ids, "audio": [digests.get(c) for c in ids],
+                        "max_samples": max_samples, "rate": SAMPLE_RATE,
                         "v": WAVES_VERSION}, 16)
 
 
@@ -157,11 +171,35 @@ def ensure_waves(data: ChallengeData, max_samples: int, cache_dir: str | Path,
     """The current waveform cache of the data's audio, built (or finished) when missing."""
     cache_dir = Path(cache_dir)
     media, digests = audio_digests(data, cache_dir)
-    key = waves_key(digests, max_samples)
+    ids = data.all_ids
+    key = waves_key(ids, digests, max_samples)
     folder = cache_dir / f"waves-{max_samples / SAMPLE_RATE:g}s-{key[:12]}"
     if (folder / "meta.json").is_file():
         return WaveCache(folder)
-    ids = data.all_ids
+    with _building(cache_dir / f".waves-{key[:12]}.lock"):  # one builder; others wait
+        if not (folder / "meta.json").is_file():
+            _build(data, media, ids, key, max_samples, folder, workers)
+    return WaveCache(folder)
+
+
+@contextmanager
+def _building(lock: Path) -> Iterator[None]:
+    """An exclusive lock on `lock` while held: of the processes that find the cache
+    missing (two commands, jobs started at once), one builds it and the others then find
+    it built."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(data: ChallengeData, media: dict[str, Path], ids: list[str], key: str,
+           max_samples: int, folder: Path, workers: int) -> None:
+    cache_dir = folder.parent
+    remove_stale_temporaries(cache_dir, "waves-*")  # what a killed assembly left
     partial = cache_dir / f".waves-{key[:12]}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     shards = [(partial / f"shard-{i // SHARD:05d}.npz",
@@ -178,12 +216,20 @@ def ensure_waves(data: ChallengeData, max_samples: int, cache_dir: str | Path,
         for shard in todo:
             bar.update(_decode_shard(shard))
     bar.close()
-    _assemble(folder, [s[0] for s in shards], ids, key, max_samples)
+    source = str(Path(data.root).resolve())
+    _assemble(folder, [s[0] for s in shards], ids, key, max_samples, source)
     shutil.rmtree(partial, ignore_errors=True)
+    (cache_dir / f".waves-{key[:12]}.lock").unlink(missing_ok=True)
     for stale in cache_dir.glob(f"waves-{max_samples / SAMPLE_RATE:g}s-*"):
-        if stale != folder and stale.is_dir():  # an older version of these files
-            shutil.rmtree(stale, ignore_errors=True)
-    return WaveCache(folder)
+        if stale != folder and stale.is_dir() and _source(stale) == source:
+            shutil.rmtree(stale, ignore_errors=True)  # an older state of the same files
+
+
+def _source(folder: Path) -> str | None:
+    try:
+        return read_json(folder / "meta.json").get("source")
+    except (OSError, ValueError):
+        return None
 
 
 def _decode_shard(shard: tuple[Path, list[tuple[str, Path | None]], int]) -> int:
@@ -203,14 +249,18 @@ def _decode_shard(shard: tuple[Path, list[tuple[str, Path | None]], int]) -> int
 
 
 def _assemble(folder: Path, shards: list[Path], ids: list[str], key: str,
-              max_samples: int) -> None:
-    lengths, failures = [], {}
+              max_samples: int, source: str) -> None:
+    lengths, failures, held = [], {}, []
     for shard in shards:
         with np.load(shard) as part:
+            held += part["ids"].tolist()
             lengths.append(part["lengths"])
             failures.update({c: " ".join(r.split()) for c, r, f in zip(
                 part["ids"].tolist(), part["reasons"].tolist(), part["faults"].tolist(),
                 strict=True) if f})
+    if held != ids:  # shards of other rows cannot be (the key holds the ids): never mix
+        raise RuntimeError(f"waveform cache {folder}: its shards hold other clips than "
+                           "its ids; delete the .waves-*.partial folder beside it")
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     with atomic_dir(folder) as tmp:
@@ -231,4 +281,5 @@ def _assemble(folder: Path, shards: list[Path], ids: list[str], key: str,
         log.save()
         write_json(tmp / "meta.json", {"ids": ids, "key": key, "max_samples": max_samples,
                                        "rate": SAMPLE_RATE, "version": WAVES_VERSION,
+                                       "source": source,
                                        "failures": dict(sorted(failures.items()))})

@@ -108,7 +108,8 @@ def check_output(model: nn.Module, out: object, rows: int) -> None:
     """A `ModelOutputError` unless `out` is a (rows, 6) tensor of finite values in [0, 1]:
     a team's model that breaks the contract is stopped at its first batch, in one line,
     not after an epoch of meaningless loss."""
-    name = getattr(model, "registered_name", type(model).__name__)
+    named = getattr(model, "fusion", model)  # an end-to-end model: its fusion model's name
+    name = getattr(named, "registered_name", type(named).__name__)
     where = f"model {name!r} ({model_origin(name)})" if name in _MODELS else f"model {name!r}"
     expected = (f"a model returns a ({rows}, {N_TARGETS}) tensor of values in [0, 1] for a "
                 f"batch of {rows} clips")
@@ -119,7 +120,11 @@ def check_output(model: nn.Module, out: object, rows: int) -> None:
         raise ModelOutputError(f"{where} returned shape {tuple(out.shape)} on its first "
                                f"batch; {expected}")
     values = out.detach().float()
-    if not bool(torch.isfinite(values).all()) or values.min() < 0 or values.max() > 1:
+    if not bool(torch.isfinite(values).all()):
+        raise ModelOutputError(f"{where} returned values that are not finite on its first "
+                               "batch (check the features for extreme values, or lower "
+                               "train.lr)")
+    if values.min() < 0 or values.max() > 1:
         raise ModelOutputError(
             f"{where} returned values from {values.min().item():.3g} to "
             f"{values.max().item():.3g} on its first batch; {expected} (end it with a "
