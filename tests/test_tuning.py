@@ -102,3 +102,72 @@ def test_one_modality_rate_for_the_published_design(tiny_root: Path, tmp_path: P
         tiny_config(tiny_root, tmp_path, experiments={"p": {"model": paper}},
                     tune={"experiment": "p", "ranges": {"modality": (0, 0.5),
                                                         "text": (0, 0.5)}})
+
+
+RECIPES = {"train.lr": [0.001, 0.003], "train.epochs": [1, 2],
+           "train.loss": [{"mse": 1.0}, {"mse": 1.0, "pearson": 0.5}],
+           "model.d_model": [8, 16]}
+
+
+def test_the_search_chooses_a_recipe_and_the_run_trains_with_it(tiny_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """`tune.choices`: train settings and model parameters chosen among candidates by the
+    same honest inner objective; the chosen recipe replaces the config's, and the config
+    with it merged keys the same study (so it stays current)."""
+    from taemi.plan import run_config
+
+    path = tune_config(tiny_root, tmp_path, n_trials=4)
+    tree = yaml.safe_load(path.read_text())
+    tree["experiments"]["t"]["train"] = {"loss": {"mse": 1.0, "ccc": 0.3}}  # replaced whole
+    tree["tune"]["choices"] = RECIPES
+    path.write_text(yaml.safe_dump(tree))
+    cfg = load_config(path)
+    overlay = ensure_tuning(cfg)
+    best = yaml.safe_load(overlay.read_text())["experiments"]["t"]
+    assert best["train"]["lr"] in RECIPES["train.lr"]
+    assert best["train"]["loss"] in RECIPES["train.loss"]
+    assert best["model"]["d_model"] in RECIPES["model.d_model"]
+    ran = run_config(cfg, open_data(cfg))
+    train = ran.train_for("t")
+    assert (train.lr, train.epochs, train.loss) == (
+        best["train"]["lr"], best["train"]["epochs"], best["train"]["loss"])
+    assert ran.experiments["t"].model.params()["d_model"] == best["model"]["d_model"]
+    assert current_study(ran, open_data(ran)).key == current_study(cfg, open_data(cfg)).key
+    study = open_study(cfg, current_study(cfg, open_data(cfg)))
+    tried = {(t.params["train.lr"], t.params["model.d_model"]) for t in study.trials}
+    assert len(tried) > 1  # the candidates were searched, not one recipe run four times
+
+
+@pytest.mark.parametrize(("choices", "message"), [
+    ({"train.threads": [1, 2]}, r"no train setting 'threads' to choose"),
+    ({"train.lr": [0.001, -1]}, r"'train.lr': candidate -1"),
+    ({"optimizer.lr": [0.1]}, r"name a train setting"),
+    ({"model.width": [4]}, r"model 'taemi' has no parameter 'width'"),
+    ({"model.dropout": [0.1]}, r"a rate tune.ranges searches already"),
+    ({"train.lr": []}, r"at least one candidate"),
+])
+def test_bad_choices_name_the_key(choices: dict, message: str, tiny_root: Path,
+                                  tmp_path: Path) -> None:
+    from taemi.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tiny_root, tmp_path, experiments={"t": {"model": MODEL}},
+                    tune={"experiment": "t", "choices": choices})
+
+
+def test_a_time_budget_ends_the_search_and_a_larger_one_resumes_it(
+        tiny_root: Path, tmp_path: Path) -> None:
+    from taemi.artifacts import read_json
+    from taemi.plan import run_config
+
+    path = tune_config(tiny_root, tmp_path, n_trials=50)
+    cfg = load_config(path, ["tune.minutes=0.0005"])  # 0.03 s: one trial is over it
+    ensure_tuning(cfg)
+    ref = current_study(cfg, open_data(cfg))
+    assert len(open_study(cfg, ref).get_trials(states=FINISHED)) == 1
+    assert read_json(ref.folder / "study.json")["trial_seconds"] > 0
+    run_config(cfg, open_data(cfg))  # done by its budget: the run trains with it
+    more = load_config(path, ["tune.minutes=60", "tune.n_trials=2"])
+    assert current_study(more, open_data(more)).name == ref.name  # the same study, resumed
+    ensure_tuning(more)
+    assert len(open_study(more, ref).get_trials(states=FINISHED)) == 2

@@ -141,6 +141,11 @@ class ModelSpec(Section):
         return {"name": self.name, **catalog.parameters(self.name), **self.params()}
 
 
+# train settings that change how fast a job runs or where, never what it learns: in no key
+# (threads can move the last bits of a float; see the README on determinism)
+UNKEYED_TRAIN_KEYS = ("threads", "device", "eval_batch_size")
+
+
 class TrainConfig(Section):
     """How one fold model is trained."""
 
@@ -273,6 +278,9 @@ class TuneConfig(Section):
 
     experiment: str
     n_trials: PositiveInt = 20
+    # a time budget too: no trial starts once the finished trials' minutes (summed over
+    # workers) reach it; the study is done at n_trials or at the budget, whichever first
+    minutes: float | None = Field(None, gt=0)
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     backbone: str | None = None  # None: the experiment's first backbone
     seed: int = 0
@@ -283,6 +291,9 @@ class TuneConfig(Section):
     ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: {
         "text": (0.0, 0.8), "visual": (0.0, 0.6), "audio": (0.0, 0.6),
         "attn_dropout": (0.0, 0.3), "dropout": (0.0, 0.4), "head_dropout": (0.0, 0.5)})
+    # recipe choices the search makes too, each a list of candidates: `train.<setting>`
+    # (epochs, lr, batch_size, patience, loss, ...) or `model.<parameter>` (d_model, head)
+    choices: dict[str, list[Any]] = Field(default_factory=dict)
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_epochs: int = Field(1, ge=0)
     apply: bool = True  # `taemi run`: train with the best parameters found
@@ -301,7 +312,33 @@ class TuneConfig(Section):
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(f"grace_period ({self.grace_period}) must exceed "
                              f"heartbeat_interval ({self.heartbeat_interval})")
+        if self.epochs and "train.epochs" in self.choices:
+            raise ValueError("give tune.epochs (every trial's epochs) or a train.epochs "
+                             "choice, not both")
         return self
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, choices: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        tunable = sorted(set(TrainConfig.model_fields) - set(UNKEYED_TRAIN_KEYS))
+        for key, values in choices.items():
+            section, _, name = key.partition(".")
+            if section not in ("train", "model") or not name:
+                raise ValueError(f"choice {key!r}: name a train setting (train.lr) or a model "
+                                 "parameter (model.d_model)")
+            if not values:
+                raise ValueError(f"choice {key!r}: give at least one candidate")
+            if section == "train":
+                if name not in tunable:
+                    raise ValueError(f"choice {key!r}: no train setting {name!r} to choose; "
+                                     f"settings: {tunable}")
+                for value in values:  # each candidate a valid setting
+                    try:
+                        TrainConfig.model_validate({name: value})
+                    except ValidationError as err:
+                        raise ValueError(f"choice {key!r}: candidate {value!r}: "
+                                         f"{err.errors()[0]['msg']}") from None
+        return choices
 
     @field_validator("ranges")
     @classmethod
@@ -407,6 +444,19 @@ class Config(Section):
             if experiment not in self.experiments:
                 raise ValueError(f"{section} names experiment {experiment!r}, which is not "
                                  f"among experiments {sorted(self.experiments)}")
+        if self.tune:
+            model = self.experiments[self.tune.experiment].model.name
+            allowed = set(catalog.parameters(model))
+            for key in self.tune.choices:
+                section, _, name = key.partition(".")
+                if section == "model" and name not in allowed:
+                    raise ValueError(f"tune.choices {key!r}: model {model!r} has no "
+                                     f"parameter {name!r}; it takes {sorted(allowed)}")
+                rates = self.tune.ranges.keys() & {"text", "visual", "audio", "modality"}
+                if section == "model" and (name in self.tune.ranges or
+                                           (name == "modality_dropout" and rates)):
+                    raise ValueError(f"tune.choices {key!r}: a rate tune.ranges searches "
+                                     "already")
         if self.tune and self.tune.backbone and self.tune.backbone not in self.backbones:
             raise ValueError(f"tune names backbone {self.tune.backbone!r}, which is not among "
                              f"backbones {sorted(self.backbones)}")

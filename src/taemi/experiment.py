@@ -28,7 +28,7 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed, participant_normalised
-from taemi.config import ROLES, Config, ConfigError, config_from_dict
+from taemi.config import ROLES, UNKEYED_TRAIN_KEYS, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
 from taemi.identity import KIT_VERSION, table_digest
@@ -95,11 +95,6 @@ def open_packs(cfg: Config, data: ChallengeData, backbone: str) -> dict[str, Pac
 def labels_digest(labels: pd.DataFrame) -> str:
     """A fingerprint of the label table: corrected labels retrain what they touch."""
     return table_digest(labels)
-
-
-# train settings that change how fast a job runs or where, never what it learns: in no key
-# (threads can move the last bits of a float; see the README on determinism)
-UNKEYED_TRAIN_KEYS = ("threads", "device", "eval_batch_size")
 
 
 def keyed_train_settings(train: dict) -> dict:

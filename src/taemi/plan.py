@@ -72,9 +72,16 @@ def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = No
 
 
 def with_overlay(cfg: Config, overlay: Path) -> Config:
-    """`cfg` with a study's best.yaml merged in."""
-    return config_from_dict(deep_merge(cfg.resolved(), yaml.safe_load(overlay.read_text())),
-                            str(overlay))
+    """`cfg` with a study's best.yaml merged in: each model parameter and train setting it
+    names replaces the config's whole (a chosen loss mix is that mix, not merged into
+    the config's)."""
+    best = yaml.safe_load(overlay.read_text())
+    tree = deep_merge(cfg.resolved(), best)
+    for name, experiment in best.get("experiments", {}).items():
+        for section in ("model", "train"):
+            tree["experiments"][name].setdefault(section, {}).update(
+                experiment.get(section) or {})
+    return config_from_dict(tree, str(overlay))
 
 
 @dataclass

@@ -36,6 +36,7 @@ after `tune.grace_period` seconds without a heartbeat (a worker on any machine).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -53,7 +54,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from taemi.artifacts import read_json, stable_hash, write_json, write_text
-from taemi.config import Config, ConfigError, TuneConfig, config_from_dict, mask_url
+from taemi.config import Config, ConfigError, TrainConfig, TuneConfig, config_from_dict, mask_url
 from taemi.data import ChallengeData, labels_matrix, open_data
 from taemi.experiment import fold_inputs, keyed_train_settings, labels_digest, open_packs
 from taemi.folds import HOLDOUT, folds_digest, read_folds
@@ -79,8 +80,8 @@ class StudyRef:
 
 
 # tune settings that change how the search runs, not what a trial computes: in no key
-UNKEYED_TUNE_KEYS = {"n_trials", "workers", "storage", "study_name", "dir", "apply",
-                     "heartbeat_interval", "grace_period"}
+UNKEYED_TUNE_KEYS = {"n_trials", "minutes", "workers", "storage", "study_name", "dir",
+                     "apply", "heartbeat_interval", "grace_period"}
 
 
 def study_base(cfg: Config) -> str:
@@ -103,20 +104,23 @@ def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     if pack_keys is None:
         pack_keys = {r: p.key for r, p in open_packs(cfg, data, backbone).items()}
     spec = cfg.experiments[tune.experiment].model
+    chosen = {key.partition(".")[2] for key in tune.choices if key.startswith("train.")}
+    train = keyed_train_settings(cfg.train_for(tune.experiment).model_dump(mode="json"))
     return {
         "kit": KIT_VERSION, "code": model_code_digest(spec.name),
-        "model": untuned_params(spec.resolved(), tune.ranges),
-        "train": keyed_train_settings(cfg.train_for(tune.experiment).model_dump(mode="json")),
+        "model": untuned_params(spec.resolved(), tune.ranges, tune.choices),
+        "train": {k: v for k, v in train.items() if k not in chosen},
         "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS),
         "backbone": backbone, "packs": dict(sorted(pack_keys.items())),
         "folds": folds_digest(folds), "labels": labels_digest(data.labels),
     }
 
 
-def untuned_params(params: dict, ranges: dict) -> dict:
+def untuned_params(params: dict, ranges: dict, choices: dict | None = None) -> dict:
     """The model parameters the search does not set: a study's key leaves the tuned ones
     out, so the config with the best parameters merged keys the same study."""
     tuned = {k for k in ranges if k not in (*MODALITIES, "modality")}
+    tuned |= {k.partition(".")[2] for k in choices or {} if k.startswith("model.")}
     out = {k: v for k, v in params.items() if k not in tuned}
     rates = out.get("modality_dropout")
     if "modality" in ranges:
@@ -324,6 +328,18 @@ def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict
     return params
 
 
+def suggest_choices(trial: optuna.Trial, choices: dict[str, list]) -> tuple[dict, dict]:
+    """One trial's recipe choices: (model parameters, train settings). Optuna stores each
+    as its candidate's JSON text, so a loss mix (a mapping) is a candidate like any other."""
+    model, train = {}, {}
+    for key, values in sorted(choices.items()):
+        picked = json.loads(trial.suggest_categorical(key, [json.dumps(v, sort_keys=True)
+                                                            for v in values]))
+        section, _, name = key.partition(".")
+        (model if section == "model" else train)[name] = picked
+    return model, train
+
+
 def merged_params(cfg: Config, params: dict) -> dict:
     """The experiment's model parameters with the tuned ones on top."""
     base = cfg.experiments[_tune(cfg).experiment].model.params()
@@ -379,7 +395,9 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("threads", torch.get_num_threads())
-        params = merged_params(cfg, suggest(trial, tune.ranges))
+        model_choices, train_choices = suggest_choices(trial, tune.choices)
+        params = merged_params(cfg, {**suggest(trial, tune.ranges), **model_choices})
+        recipe = TrainConfig.model_validate({**train_cfg.model_dump(), **train_choices})
         scores = []
         for i, fold in enumerate(tune.folds):
             inputs, part_ids, index = prepared[fold]
@@ -389,9 +407,9 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
             workdir = ref.folder / f"trial{trial.number}" / f"fold{fold}"
             outcome = fit_fold(
                 model, inputs, index["fit"], labels_matrix(data.labels, part_ids["fit"]),
-                index["select"], labels_matrix(data.labels, part_ids["select"]), train_cfg,
-                seed, workdir, stable_hash(params),
-                on_epoch=PruningReporter(trial, i * train_cfg.epochs),
+                index["select"], labels_matrix(data.labels, part_ids["select"]), recipe,
+                seed, workdir, stable_hash({"model": params, "train": train_choices}),
+                on_epoch=PruningReporter(trial, i * recipe.epochs),
                 desc=f"trial {trial.number} fold {fold}")
             for leftover in ("model.pt", "last.pt"):
                 (workdir / leftover).unlink(missing_ok=True)
@@ -405,8 +423,12 @@ def overlay_text(cfg: Config, study: optuna.Study, ref: StudyRef) -> str:
     """The best trial's parameters as a YAML overlay for `taemi train --overlay`."""
     tune = _tune(cfg)
     best = study.best_trial
-    params = merged_params(cfg, suggest(optuna.trial.FixedTrial(best.params), tune.ranges))
-    overlay = {"experiments": {tune.experiment: {"model": params}}}
+    fixed = optuna.trial.FixedTrial(best.params)
+    model_choices, train_choices = suggest_choices(fixed, tune.choices)
+    params = merged_params(cfg, {**suggest(fixed, tune.ranges), **model_choices})
+    overlay: dict = {"experiments": {tune.experiment: {"model": params}}}
+    if train_choices:
+        overlay["experiments"][tune.experiment]["train"] = train_choices
     header = (f"# Optuna study {ref.name}: best of {finished_trials(study)} trials, "
               f"trial {best.number}, mean Pearson {best.value:.4f}\n"
               f"# chosen on rows of CV folds {list(ref.saw_folds)} (their OOF scores saw "
@@ -420,6 +442,7 @@ def write_overlay(cfg: Config, study: optuna.Study, ref: StudyRef) -> Path:
     write_text(path, overlay_text(cfg, study, ref))
     write_json(ref.folder / STUDY_RECORD, {
         "study": ref.name, "key": ref.key, "finished": finished_trials(study),
+        "trial_seconds": round(trial_seconds(study), 1),
         "best_trial": study.best_trial.number, "best_value": study.best_trial.value,
         "saw_rows_of_folds": list(ref.saw_folds), "inputs": ref.parts})
     return path
@@ -441,9 +464,24 @@ def tuned_overlay(cfg: Config, ref: StudyRef, carry: bool = True) -> Path | None
     if not record.is_file() or not (ref.folder / "best.yaml").is_file():
         return None
     info = read_json(record)
-    if info.get("key") != ref.key or info.get("finished", 0) < _tune(cfg).n_trials:
+    if info.get("key") != ref.key or not study_done(cfg, info.get("finished", 0),
+                                                    info.get("trial_seconds", 0.0)):
         return None
     return ref.folder / "best.yaml"
+
+
+def trial_seconds(study: optuna.Study) -> float:
+    """The finished trials' time, summed (over workers, and over runs that resumed it)."""
+    return sum((t.datetime_complete - t.datetime_start).total_seconds()
+               for t in study.get_trials(deepcopy=False, states=FINISHED)
+               if t.datetime_start and t.datetime_complete)
+
+
+def study_done(cfg: Config, finished: int, seconds: float, target: int | None = None) -> bool:
+    """At `n_trials` (or `target`) finished trials, or at the time budget (`tune.minutes`)."""
+    tune = _tune(cfg)
+    return finished >= (target or tune.n_trials) or (
+        tune.minutes is not None and seconds >= tune.minutes * 60)
 
 
 class SurplusTrial(Exception):
@@ -500,7 +538,7 @@ def tune_worker(cfg: Config, data: ChallengeData, target: int, ref: StudyRef) ->
             optuna.storages.fail_stale_trials(study)
         done = finished_trials(study)
         bar.update(min(done, target) - bar.n)
-        if done >= target:
+        if study_done(cfg, done, trial_seconds(study), target):
             break
         if done + len(study.get_trials(deepcopy=False, states=(RUNNING,))) >= target:
             time.sleep(min(tune.heartbeat_interval, 5))  # others' trials may still fail
