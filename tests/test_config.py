@@ -12,7 +12,7 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "abaw.yaml", "paper.yaml", "paper_features.yaml",
-                                  "endtoend_gpu.yaml", "own_model.yaml"])
+                                  "endtoend_gpu.yaml", "own_model.yaml", "recipe.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert cfg.data.root.name and cfg.packed_features()
