@@ -171,3 +171,17 @@ def test_a_time_budget_ends_the_search_and_a_larger_one_resumes_it(
     assert current_study(more, open_data(more)).name == ref.name  # the same study, resumed
     ensure_tuning(more)
     assert len(open_study(more, ref).get_trials(states=FINISHED)) == 2
+
+
+def test_a_recipe_drawn_again_is_not_trained_again(tiny_root: Path, tmp_path: Path) -> None:
+    path = tune_config(tiny_root, tmp_path, n_trials=3)
+    tree = yaml.safe_load(path.read_text())
+    tree["tune"].update(ranges={}, choices={"train.lr": [0.003]}, pruner_startup_trials=5)
+    path.write_text(yaml.safe_dump(tree))
+    cfg = load_config(path)
+    ensure_tuning(cfg)
+    ref = current_study(cfg, open_data(cfg))
+    trials = open_study(cfg, ref).get_trials(states=FINISHED)
+    assert [t.user_attrs.get("repeat_of") for t in trials] == [None, 0, 0]
+    assert len({t.value for t in trials}) == 1
+    assert sorted(p.name for p in ref.folder.glob("trial*")) == ["trial0"]

@@ -398,6 +398,12 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
         model_choices, train_choices = suggest_choices(trial, tune.choices)
         params = merged_params(cfg, {**suggest(trial, tune.ranges), **model_choices})
         recipe = TrainConfig.model_validate({**train_cfg.model_dump(), **train_choices})
+        repeated = repeat_of(trial)
+        if repeated is not None:  # a recipe drawn again (few candidates): not trained twice
+            trial.set_user_attr("repeat_of", repeated.number)
+            if repeated.state == optuna.trial.TrialState.PRUNED:
+                raise optuna.TrialPruned(f"the parameters of trial {repeated.number}, pruned")
+            return float(repeated.value)
         scores = []
         for i, fold in enumerate(tune.folds):
             inputs, part_ids, index = prepared[fold]
@@ -417,6 +423,15 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
         return float(np.mean(scores))
 
     return objective
+
+
+def repeat_of(trial: optuna.Trial) -> FrozenTrial | None:
+    """An earlier finished trial with exactly this trial's parameters (same seeds, same
+    rows: the same score), if any."""
+    for other in trial.study.get_trials(deepcopy=False, states=FINISHED):
+        if other.number != trial.number and other.params == trial.params:
+            return other
+    return None
 
 
 def overlay_text(cfg: Config, study: optuna.Study, ref: StudyRef) -> str:
