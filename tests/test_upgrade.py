@@ -56,6 +56,7 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
     work.mkdir(parents=True, exist_ok=True)
     tree = cfg.resolved()
     del tree["paths"]["runs"], tree["plugins"]  # keys the previous kit did not know
+    del tree["tune"]["choices"], tree["tune"]["minutes"]
     path.write_text(yaml.safe_dump(tree))
     old = subprocess.run([sys.executable, "-c", OLD_RUN, str(old_src), str(path)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -79,3 +80,33 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
     carried = [s for s in studies if (s / "study.json").is_file()]
     assert len(carried) == 1 and read_json(carried[0] / "study.json")["finished"] == 1
     assert not list(carried[0].glob("trial*"))  # no trial ran again
+
+
+KEYED_COMMIT = "8973a8c"  # the last kit before plugins, the waveform cache, recipe choices
+
+
+def test_jobs_and_studies_of_the_last_kit_keep_their_keys(tmp_path: Path) -> None:
+    """What this round added (the registry's checks, plugins, new config keys with their
+    defaults) changes no built-in model's code digest and no study's tune part."""
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", KEYED_COMMIT, "src"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"the kit's git history (commit {KEYED_COMMIT}) is not here")
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
+    script = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from taemi.artifacts import stable_hash
+from taemi.config import config_from_dict
+from taemi.models import list_models, model_code_digest
+from taemi.tuning import UNKEYED_TUNE_KEYS
+cfg = config_from_dict({"data": {"root": "."}, "experiments": {"t": {}},
+                        "tune": {"experiment": "t"}})
+dump = cfg.tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | {"choices"})
+print([(n, model_code_digest(n)) for n in list_models()], stable_hash(dump))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script, str(src)], capture_output=True,
+                           text=True, timeout=120) for src in (tmp_path / "src", REPO / "src")]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    assert runs[0].stdout == runs[1].stdout

@@ -108,10 +108,13 @@ def table_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def source_files_digest(paths: Iterable[str | os.PathLike]) -> str:
-    """One digest of several Python files' parsed source (order-independent)."""
-    return hashlib.blake2b("".join(sorted(_ast_digest(str(p)) for p in paths)).encode(),
-                           digest_size=8).hexdigest()
+def source_files_digest(paths: Iterable[str | os.PathLike],
+                        fixed: dict[str, str] | None = None) -> str:
+    """One digest of several Python files' parsed source (order-independent); `fixed`:
+    files whose part is a given constant instead of their code."""
+    fixed = fixed or {}
+    parts = (fixed.get(str(p)) or _ast_digest(str(p)) for p in paths)
+    return hashlib.blake2b("".join(sorted(parts)).encode(), digest_size=8).hexdigest()
 
 
 def _ast_digest(path: str) -> str:
@@ -126,7 +129,7 @@ def _parsed_digest(source: bytes) -> str:
     return hashlib.blake2b(tree.encode(), digest_size=8).hexdigest()
 
 
-def code_digest(fn: Callable) -> str:
+def code_digest(fn: Callable, fixed: dict[str, str] | None = None) -> str:
     """The code a registered function runs: its own module's file, the kit's model modules
     it imports from (`taemi.models.*`) and the modules it imports from its own folder (a
     package's siblings, not what lies below it), so a team's model in its own file is
@@ -145,4 +148,4 @@ def code_digest(fn: Callable) -> str:
                 Path(where).resolve().parent == folder and
                 imported.__name__.split(".")[0] != "taemi"):  # a sibling of its own
             files.add(where)
-    return source_files_digest(files)
+    return source_files_digest(files, fixed)

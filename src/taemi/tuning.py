@@ -110,7 +110,9 @@ def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         "kit": KIT_VERSION, "code": model_code_digest(spec.name),
         "model": untuned_params(spec.resolved(), tune.ranges, tune.choices),
         "train": {k: v for k, v in train.items() if k not in chosen},
-        "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS),
+        # without choices the key is what it was before they existed: no study re-tunes
+        "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | (
+            set() if tune.choices else {"choices"})),
         "backbone": backbone, "packs": dict(sorted(pack_keys.items())),
         "folds": folds_digest(folds), "labels": labels_digest(data.labels),
     }
