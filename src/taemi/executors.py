@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -82,11 +81,8 @@ def _dead_jobs(started, unfinished: list[Job], processes: list) -> list[str]:
     """The unfinished jobs whose worker was killed from outside (by a signal the pool never
     sends: the pool itself ends the other workers with SIGTERM), as `label (pid N)`."""
     pids: dict[int, str] = {}
-    while True:
-        try:
-            label, pid = started.get_nowait()
-        except queue.Empty:
-            break
+    while not started.empty():
+        label, pid = started.get()
         pids[pid] = label
     wanted = {job.label for job in unfinished}
     killed = []
@@ -109,7 +105,9 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
     worker killed from outside is named with its job (`WorkerDied`)."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    started = context.Queue()
+    # written straight to its pipe (no feeder thread), so a worker killed right after it
+    # names its job has named it
+    started = context.SimpleQueue()
     results: list[dict | None] = [None] * len(jobs)
     bar = progress(total=len(jobs), desc=f"jobs ({workers} at once)", unit="job")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
@@ -143,7 +141,6 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
     finally:
         bar.close()
         started.close()
-        started.join_thread()
     pool.shutdown(wait=True)
     return [r for r in results if r is not None]
 
