@@ -370,7 +370,6 @@ class EndToEndInputs:
         rows = np.full(len(self.ids), -1, np.int64)
         if self.waves is not None:
             rows = np.array([self.waves.row_of.get(c, -1) for c in self.ids], np.int64)
-        self.failures = self.waves.meta["failures"] if self.waves is not None else {}
         tokens, self.pad_id = [], 0
         self.text_missing = torch.zeros(len(self.ids), dtype=torch.bool)
         if "text" in model.encoders:
