@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,7 +16,13 @@ from conftest import MODEL, tiny_config
 from taemi.config import load_config
 from taemi.data import open_data
 from taemi.pipeline import ensure_cache, ensure_folds, ensure_tuning
-from taemi.tuning import FINISHED, PruningReporter, current_study, open_study
+from taemi.tuning import (
+    FINISHED,
+    PruningReporter,
+    best_by_candidate,
+    current_study,
+    open_study,
+)
 
 
 def test_median_pruner_stops_a_poor_trial() -> None:
@@ -119,7 +127,8 @@ def test_the_search_chooses_a_recipe_and_the_run_trains_with_it(tiny_root: Path,
     path = tune_config(tiny_root, tmp_path, n_trials=4)
     tree = yaml.safe_load(path.read_text())
     tree["experiments"]["t"]["train"] = {"loss": {"mse": 1.0, "ccc": 0.3}}  # replaced whole
-    tree["tune"]["choices"] = RECIPES
+    tree["experiments"]["u"] = {"model": {"name": "unimodal_audio"}, "train": {"lr": 0.01}}
+    tree["tune"].update(choices=RECIPES, share=["u"])
     path.write_text(yaml.safe_dump(tree))
     cfg = load_config(path)
     overlay = ensure_tuning(cfg)
@@ -132,6 +141,17 @@ def test_the_search_chooses_a_recipe_and_the_run_trains_with_it(tiny_root: Path,
     assert (train.lr, train.epochs, train.loss) == (
         best["train"]["lr"], best["train"]["epochs"], best["train"]["loss"])
     assert ran.experiments["t"].model.params()["d_model"] == best["model"]["d_model"]
+    shared = ran.train_for("u")  # `tune.share`: the recipe, not the model parameters
+    assert (shared.lr, shared.epochs, shared.loss) == (train.lr, train.epochs, train.loss)
+    assert ran.experiments["u"].model.params() == cfg.experiments["u"].model.params()
+    trials = pd.read_csv(overlay.parent / "trials.csv")
+    best_value = json.loads((overlay.parent / "study.json").read_text())["best_value"]
+    completed = trials[trials["state"] == "COMPLETE"]
+    assert len(trials) == 4 and completed["value"].max() == pytest.approx(best_value)
+    why = best_by_candidate(trials, RECIPES)  # the chosen candidates hold the best value
+    for key, value in [("train.lr", train.lr), ("model.d_model", best["model"]["d_model"])]:
+        assert why[f"{key} = {json.dumps(value)}"] == pytest.approx(best_value)
+    assert (overlay.parent / "choices.png").stat().st_size > 0
     assert current_study(ran, open_data(ran)).key == current_study(cfg, open_data(cfg)).key
     study = open_study(cfg, current_study(cfg, open_data(cfg)))
     tried = {(t.params["train.lr"], t.params["model.d_model"]) for t in study.trials}
@@ -153,6 +173,21 @@ def test_bad_choices_name_the_key(choices: dict, message: str, tiny_root: Path,
     with pytest.raises(ConfigError, match=message):
         tiny_config(tiny_root, tmp_path, experiments={"t": {"model": MODEL}},
                     tune={"experiment": "t", "choices": choices})
+
+
+@pytest.mark.parametrize(("tune", "message"), [
+    ({"share": ["u"]}, r"chooses no train setting to share"),
+    ({"share": ["t"], "choices": {"train.lr": [0.001]}}, r"the tuned experiment itself"),
+    ({"share": ["nope"], "choices": {"train.lr": [0.001]}}, r"experiment 'nope'"),
+])
+def test_bad_share_names_the_experiment(tune: dict, message: str, tiny_root: Path,
+                                        tmp_path: Path) -> None:
+    from taemi.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tiny_root, tmp_path, experiments={
+            "t": {"model": MODEL}, "u": {"model": {"name": "unimodal_audio"}}},
+            tune={"experiment": "t", **tune})
 
 
 def test_a_time_budget_ends_the_search_and_a_larger_one_resumes_it(
@@ -184,4 +219,4 @@ def test_a_recipe_drawn_again_is_not_trained_again(tiny_root: Path, tmp_path: Pa
     trials = open_study(cfg, ref).get_trials(states=FINISHED)
     assert [t.user_attrs.get("repeat_of") for t in trials] == [None, 0, 0]
     assert len({t.value for t in trials}) == 1
-    assert sorted(p.name for p in ref.folder.glob("trial*")) == ["trial0"]
+    assert sorted(p.name for p in ref.folder.glob("trial*") if p.is_dir()) == ["trial0"]

@@ -294,6 +294,9 @@ class TuneConfig(Section):
     # recipe choices the search makes too, each a list of candidates: `train.<setting>`
     # (epochs, lr, batch_size, patience, loss, ...) or `model.<parameter>` (d_model, head)
     choices: dict[str, list[Any]] = Field(default_factory=dict)
+    # other experiments that train with the chosen `train.` settings too (a recipe sized
+    # for the data, not for one model); their model parameters stay their own
+    share: list[str] = Field(default_factory=list)
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_epochs: int = Field(1, ge=0)
     apply: bool = True  # `taemi run`: train with the best parameters found
@@ -306,6 +309,10 @@ class TuneConfig(Section):
     grace_period: PositiveInt = 180
 
     _storage = field_validator("storage")(classmethod(lambda cls, v: check_credentials(v)))
+
+    def applies_to(self) -> list[str]:
+        """The experiments that train with what the study chose."""
+        return [self.experiment, *self.share]
 
     @model_validator(mode="after")
     def _grace(self) -> TuneConfig:
@@ -439,11 +446,18 @@ class Config(Section):
                             "null); give that backbone a feature folder for it, or train the "
                             "experiment on another backbone")
         named = [("stack", e) for e in (self.stack.experiments if self.stack else [])]
-        named += [("tune", self.tune.experiment)] if self.tune else []
+        named += [("tune", e) for e in (self.tune.applies_to() if self.tune else [])]
         for section, experiment in named:
             if experiment not in self.experiments:
                 raise ValueError(f"{section} names experiment {experiment!r}, which is not "
                                  f"among experiments {sorted(self.experiments)}")
+        if self.tune and self.tune.share and not any(
+                k.startswith("train.") for k in self.tune.choices):
+            raise ValueError(f"tune.share {self.tune.share}: the study chooses no train "
+                             "setting to share (give tune.choices a train.<setting>)")
+        if self.tune and self.tune.experiment in self.tune.share:
+            raise ValueError(f"tune.share names {self.tune.experiment!r}, the tuned "
+                             "experiment itself")
         if self.tune:
             model = self.experiments[self.tune.experiment].model.name
             allowed = set(catalog.parameters(model))

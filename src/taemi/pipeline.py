@@ -142,7 +142,7 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     tuned = tuned_record(cfg, data, folds)
     for name in names:
         results[name] = aggregate(cfg, name, data, folds,
-                                  tuned if cfg.tune and name == cfg.tune.experiment else None)
+                                  tuned if cfg.tune and name in cfg.tune.applies_to() else None)
         overall = results[name]["overall"]
         echo(f"{name}: CV mean Pearson {overall['mean']:.4f}")
         log_experiment(cfg, name, results[name])

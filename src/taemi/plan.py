@@ -74,8 +74,12 @@ def run_config(cfg: Config, data: ChallengeData, folds: pd.DataFrame | None = No
 def with_overlay(cfg: Config, overlay: Path) -> Config:
     """`cfg` with a study's best.yaml merged in: each model parameter and train setting it
     names replaces the config's whole (a chosen loss mix is that mix, not merged into
-    the config's)."""
+    the config's). The chosen train settings go to `tune.share`'s experiments too."""
     best = yaml.safe_load(overlay.read_text())
+    chosen = best.get("experiments", {}).get(cfg.tune.experiment, {}).get("train") \
+        if cfg.tune else None
+    for name in cfg.tune.share if cfg.tune and chosen else []:
+        best["experiments"][name] = {"train": dict(chosen)}
     tree = deep_merge(cfg.resolved(), best)
     for name, experiment in best.get("experiments", {}).items():
         for section in ("model", "train"):

@@ -22,6 +22,9 @@ storage are in no key, so more trials resume the same study.
     runs/tune/<study>/best.yaml        the best parameters, as a config overlay, applied
                                        by every command while `tune.apply` is on
     runs/tune/<study>/study.json       its key, trials, and the folds its choice saw
+    runs/tune/<study>/trials.csv       every trial: state, value, seconds, parameters
+    runs/tune/<study>/choices.png      with `tune.choices`: the best trial of each
+                                       candidate, the reason for the choice at a glance
 
 Several workers share one study. `tune.workers` (or `--workers`) runs that many worker
 processes on this machine, each with its share of the cores as torch threads; on many
@@ -53,13 +56,14 @@ import yaml
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from taemi.artifacts import read_json, stable_hash, write_json, write_text
+from taemi.artifacts import read_json, stable_hash, write_csv, write_json, write_text
 from taemi.config import Config, ConfigError, TrainConfig, TuneConfig, config_from_dict, mask_url
 from taemi.data import ChallengeData, labels_matrix, open_data
 from taemi.experiment import fold_inputs, keyed_train_settings, labels_digest, open_packs
 from taemi.folds import HOLDOUT, folds_digest, read_folds
 from taemi.identity import KIT_VERSION
 from taemi.models import model_code_digest
+from taemi.plots import bar_chart
 from taemi.progress import echo, is_quiet, progress, set_quiet
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -81,7 +85,7 @@ class StudyRef:
 
 # tune settings that change how the search runs, not what a trial computes: in no key
 UNKEYED_TUNE_KEYS = {"n_trials", "minutes", "workers", "storage", "study_name", "dir",
-                     "apply", "heartbeat_interval", "grace_period"}
+                     "apply", "share", "heartbeat_interval", "grace_period"}
 
 
 def study_base(cfg: Config) -> str:
@@ -453,10 +457,40 @@ def overlay_text(cfg: Config, study: optuna.Study, ref: StudyRef) -> str:
     return header + yaml.safe_dump(overlay, sort_keys=True)
 
 
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row a trial: its number, state, value, seconds and parameters."""
+    rows = [{"trial": t.number, "state": t.state.name, "value": t.value,
+             "seconds": round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
+             if t.datetime_start and t.datetime_complete else None,
+             "repeat_of": t.user_attrs.get("repeat_of"), **t.params}
+            for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    return pd.DataFrame(rows)
+
+
+def best_by_candidate(trials: pd.DataFrame, choices: dict[str, list]) -> pd.Series:
+    """For each candidate of each choice, the best value a completed trial with it
+    reached (NaN: never completed)."""
+    done = trials[trials["state"] == "COMPLETE"] if len(trials) else trials
+    best = {}
+    for key, values in sorted(choices.items()):
+        for value in values:  # a trial stores its candidate as JSON text (a CSV, parsed)
+            text = json.dumps(value, sort_keys=True)
+            hits = done["value"][done[key].astype(str) == text] if key in done else []
+            best[f"{key} = {text}"] = max(hits) if len(hits) else np.nan
+    return pd.Series(best, dtype=float)
+
+
 def write_overlay(cfg: Config, study: optuna.Study, ref: StudyRef) -> Path:
-    """best.yaml, then study.json: the record `tuned_overlay` trusts, written last."""
+    """best.yaml, the trials and why this choice, then study.json: the record
+    `tuned_overlay` trusts, written last."""
     path = ref.folder / "best.yaml"
     write_text(path, overlay_text(cfg, study, ref))
+    trials = trials_table(study)
+    write_csv(ref.folder / "trials.csv", trials, index=False)
+    choices = _tune(cfg).choices
+    if choices:
+        bar_chart(best_by_candidate(trials, choices).fillna(0.0), ref.folder / "choices.png",
+                  f"{ref.name}: the best trial of each candidate (inner split)")
     write_json(ref.folder / STUDY_RECORD, {
         "study": ref.name, "key": ref.key, "finished": finished_trials(study),
         "trial_seconds": round(trial_seconds(study), 1),
