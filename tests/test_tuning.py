@@ -190,6 +190,30 @@ def test_bad_share_names_the_experiment(tune: dict, message: str, tiny_root: Pat
             tune={"experiment": "t", **tune})
 
 
+def test_the_search_starts_from_the_recipes_it_is_given(tiny_root: Path,
+                                                         tmp_path: Path) -> None:
+    path = tune_config(tiny_root, tmp_path, n_trials=3)
+    tree = yaml.safe_load(path.read_text())
+    start = [{"train.lr": 0.003, "model.d_model": 8}, {"train.lr": 0.001}]
+    tree["tune"].update(choices=RECIPES, start=start)
+    path.write_text(yaml.safe_dump(tree))
+    cfg = load_config(path)
+    ensure_tuning(cfg)
+    ref = current_study(cfg, open_data(cfg))
+    trials = sorted(open_study(cfg, ref).trials, key=lambda t: t.number)
+    assert (trials[0].params["train.lr"], trials[0].params["model.d_model"]) == ("0.003", "8")
+    assert trials[1].params["train.lr"] == "0.001"
+    ensure_tuning(load_config(path, ["tune.n_trials=4"]))  # resumed: not queued again
+    resumed = open_study(cfg, ref).trials
+    assert len(resumed) == 4 and "fixed_params" not in resumed[3].system_attrs
+    with pytest.raises(ValueError, match=r"tune.start\[0\] 'train.lr': 0.5 is not one"):
+        load_config(path, ["tune.start=[{train.lr: 0.5}]"])
+    with pytest.raises(ValueError, match=r"'train.epochs': not among tune.choices"):
+        tiny_config(tiny_root, tmp_path, experiments={"t": {"model": MODEL}},
+                    tune={"experiment": "t", "choices": {"train.lr": [0.001]},
+                          "start": [{"train.epochs": 3}]})
+
+
 def test_a_time_budget_ends_the_search_and_a_larger_one_resumes_it(
         tiny_root: Path, tmp_path: Path) -> None:
     from taemi.artifacts import read_json

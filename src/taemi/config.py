@@ -297,6 +297,10 @@ class TuneConfig(Section):
     # other experiments that train with the chosen `train.` settings too (a recipe sized
     # for the data, not for one model); their model parameters stay their own
     share: list[str] = Field(default_factory=list)
+    # recipes tried first, before the sampler draws: each maps choice keys to one of their
+    # candidates (choices it leaves out, and the ranges, are drawn); the evidence's best
+    # guesses, so a short search starts from them rather than from chance
+    start: list[dict[str, Any]] = Field(default_factory=list)
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_epochs: int = Field(1, ge=0)
     apply: bool = True  # `taemi run`: train with the best parameters found
@@ -319,6 +323,14 @@ class TuneConfig(Section):
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(f"grace_period ({self.grace_period}) must exceed "
                              f"heartbeat_interval ({self.heartbeat_interval})")
+        for i, recipe in enumerate(self.start):
+            for key, value in recipe.items():
+                if key not in self.choices:
+                    raise ValueError(f"tune.start[{i}] {key!r}: not among tune.choices "
+                                     f"{sorted(self.choices)}")
+                if value not in self.choices[key]:
+                    raise ValueError(f"tune.start[{i}] {key!r}: {value!r} is not one of its "
+                                     f"candidates {self.choices[key]}")
         if self.epochs and "train.epochs" in self.choices:
             raise ValueError("give tune.epochs (every trial's epochs) or a train.epochs "
                              "choice, not both")

@@ -115,8 +115,8 @@ def study_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         "model": untuned_params(spec.resolved(), tune.ranges, tune.choices),
         "train": {k: v for k, v in train.items() if k not in chosen},
         # without choices the key is what it was before they existed: no study re-tunes
-        "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | (
-            set() if tune.choices else {"choices"})),
+        "tune": tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | {
+            k for k in ("choices", "start") if not getattr(tune, k)}),
         "backbone": backbone, "packs": dict(sorted(pack_keys.items())),
         "folds": folds_digest(folds), "labels": labels_digest(data.labels),
     }
@@ -332,6 +332,13 @@ def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict
     elif rates:
         params["modality_dropout"] = rates
     return params
+
+
+def enqueue_start(study: optuna.Study, tune: TuneConfig) -> None:
+    """Queue `tune.start`'s recipes (each once: a resumed study does not queue them again)."""
+    for recipe in tune.start:
+        study.enqueue_trial({k: json.dumps(v, sort_keys=True) for k, v in recipe.items()},
+                            skip_if_exists=True)
 
 
 def suggest_choices(trial: optuna.Trial, choices: dict[str, list]) -> tuple[dict, dict]:
@@ -615,6 +622,7 @@ def run_tuning(cfg: Config, data: ChallengeData, n_trials: int | None = None) ->
     tune = _tune(cfg)
     target = n_trials or tune.n_trials
     ref = current_study(cfg, data)
+    enqueue_start(open_study(cfg, ref), tune)  # before any worker runs a trial
     context = multiprocessing.get_context("spawn")  # no forked torch or database state
     others = [context.Process(target=_spawned_worker, args=(cfg.resolved(), target, True, ref),
                               name=f"tune-worker-{i}") for i in range(1, tune.workers)]
