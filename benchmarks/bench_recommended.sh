@@ -30,7 +30,7 @@ for spec in $DATASETS; do
       fixed) args+=(--set tune=null --set train.epochs=7 --set train.batch_size=256
                     --set train.lr=0.003 --set train.patience=3) ;;
     esac
-    /usr/bin/time -f "$ds	$recipe	%e	%M" -a -o "$OUT/times.tsv" "$TAEMI" run "${args[@]}" \
+    /usr/bin/time -f "$ds	$recipe	%e	%M" -a -o "$OUT/times.tsv" $TAEMI run "${args[@]}" \
       > "$OUT/$ds-$recipe.log" 2>&1 || { echo "$ds $recipe failed: $OUT/$ds-$recipe.log"; exit 1; }
   done
 done
