@@ -20,7 +20,10 @@ from taemi.stacking import (
     LGBMStacker,
     RidgeStacker,
     leaderboard_table,
+    nearest_labels,
     nested_predictions,
+    retrieval_features,
+    retrieval_packs,
     run_stack,
     stack_fingerprint,
 )
@@ -227,3 +230,53 @@ def test_positive_ridge_never_subtracts_a_member() -> None:
     positive = RidgeStacker(1.0, positive=True).fit(X, signal)
     assert (free.ridge_.coef_ < -0.1).any()
     assert (positive.ridge_.coef_ >= 0).all()
+
+
+def test_nearest_labels_recovers_a_recurring_label_vector() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))  # four seed videos, each with its own label vector
+    vectors = rng.random((4, 6))
+    video = np.repeat(np.arange(4), 10)
+    x = centres[video] + 0.1 * rng.normal(size=(40, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    query, library = x[::5], np.delete(x, np.s_[::5], axis=0)
+    near = nearest_labels(query, library, vectors[np.delete(video, np.s_[::5])], k=5)
+    assert near.shape == (8, 7)
+    np.testing.assert_allclose(near[:, :6], vectors[video[::5]], atol=1e-9)
+    assert (near[:, 6] > 0.9).all()  # the nearest clip's similarity
+
+
+def test_retrieval_reads_no_label_of_the_rows_it_describes(stack_cfg) -> None:
+    """A CV row's retrieval features come from the other folds' labels only: changing a
+    fold's labels changes no feature of that fold's own rows (and every other fold's)."""
+    cfg, folds, test_ids = stack_cfg
+    data = open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    stack = cfg.stack.model_copy(update={"meta_features": ["retrieval"]})
+    packs = retrieval_packs(cfg, data, stack)
+    cv_rows = folds[folds["fold"] >= 0]
+    ids, fold = cv_rows["Filename"].tolist(), cv_rows["fold"].to_numpy()
+    y = np.random.default_rng(1).random((len(ids), 6))
+    cv, test = retrieval_features(packs, y, ids, fold, test_ids, k=3)
+    assert cv.shape == (len(ids), 7 * len(packs)) and len(test) == len(folds_of(cv_rows))
+    first = fold == folds_of(cv_rows)[0]
+    changed = y.copy()
+    changed[first] = 1 - changed[first]
+    cv2, test2 = retrieval_features(packs, changed, ids, fold, test_ids, k=3)
+    np.testing.assert_array_equal(cv2[first], cv[first])  # its own labels: never read
+    assert not np.allclose(cv2[~first], cv[~first])  # the other folds' library changed
+    np.testing.assert_array_equal(test2[0], test[0])  # fold 0's library lacks fold 0
+
+
+def test_a_stack_with_retrieval_features_restacks_when_k_changes(stack_cfg) -> None:
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    cfg = cfg.model_copy(update={"stack": cfg.stack.model_copy(
+        update={"meta_features": ["missing", "retrieval"]})})
+    cv = stack_fakes(cfg)
+    assert np.isfinite(cv["leaderboard"]["lightgbm stack"]["heldout_test"]["mean"])
+    data = open_data(cfg)
+    wider = cfg.stack.model_copy(update={"retrieval_k": 3})
+    assert stack_fingerprint(cfg, wider, data, folds) != stack_fingerprint(
+        cfg, cfg.stack, data, folds)

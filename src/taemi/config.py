@@ -260,8 +260,13 @@ class StackConfig(Section):
     experiments: list[str] = Field(min_length=1)
     level: Literal["experiment", "backbone"] = "backbone"  # one member per experiment/backbone
     method: Literal["lightgbm", "ridge", "mean", "best"] = "lightgbm"  # what oof/test.csv hold
-    meta_features: list[Literal["lengths", "missing", "transcript_length"]] = Field(
-        default_factory=list)  # per-clip context for the LightGBM trees
+    # per-clip context for the LightGBM trees; `retrieval`: for each modality of the first
+    # member's first backbone (normalised where it is), the similarity-weighted labels of
+    # a clip's `retrieval_k` nearest labelled clips outside its fold, and the nearest one's
+    # similarity (labels recur: clips of one seed video share them)
+    meta_features: list[Literal["lengths", "missing", "transcript_length", "retrieval"]] = \
+        Field(default_factory=list)
+    retrieval_k: PositiveInt = 10
     ridge_alpha: float = Field(1.0, gt=0)  # the ridge stack, also the LightGBM stack's base
     ridge_positive: bool = False  # non-negative ridge weights (no member subtracted)
     # what the stackers see for the test: "fold_models", each fold model's predictions (as

@@ -33,10 +33,11 @@ from sklearn.model_selection import GroupShuffleSplit
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.config import Config, ConfigError, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
-from taemi.experiment import labels_digest, prediction_frame, stale_reason
+from taemi.experiment import labels_digest, open_packs, prediction_frame, stale_reason
 from taemi.folds import HOLDOUT, folds_digest, label_groups
 from taemi.identity import file_digest
 from taemi.metrics import score_table
+from taemi.participants import clip_means
 from taemi.progress import progress
 
 # what `taemi stack` compares, in the order it prints them; `stack.method` picks one
@@ -262,6 +263,54 @@ def meta_features(data: ChallengeData, packs: dict[str, object], ids: list[str],
     return np.column_stack(columns) if columns else np.zeros((len(ids), 0))
 
 
+def retrieval_packs(cfg: Config, data: ChallengeData, stack: StackConfig) -> dict:
+    """The packs `retrieval` compares clips by: the first member's first backbone's, role ->
+    pack (participant-normalised where that backbone is)."""
+    first = stack.experiments[0]
+    return open_packs(cfg, data, cfg.backbones_for(first)[0])
+
+
+def nearest_labels(query: np.ndarray, library: np.ndarray, labels: np.ndarray, k: int
+                   ) -> np.ndarray:
+    """For each query row (unit-length), the similarity-weighted mean label of its `k`
+    most cosine-similar library rows, then the best similarity: (n, 6 + 1)."""
+    out = np.zeros((len(query), labels.shape[1] + 1))
+    k = min(k, len(library))
+    for start in range(0, len(query), 1024):  # in chunks: the similarity matrix is big
+        sims = query[start:start + 1024] @ library.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(sims, top, axis=1)
+        weights = np.maximum(near, 0) + 1e-6
+        out[start:start + len(sims), :-1] = np.einsum(
+            "nk,nkd->nd", weights / weights.sum(1, keepdims=True), labels[top])
+        out[start:start + len(sims), -1] = near.max(1)
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+
+def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], fold: np.ndarray,
+                       test_ids: list[str], k: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`retrieval` for the CV rows (each fold's rows against the labelled rows of the
+    other folds: what its fold model learnt from) and for the test, once against each
+    fold's library (as each fold model's test predictions are made)."""
+    folds = np.unique(fold)
+    cv_parts, test_parts = [], [[] for _ in folds]
+    for role in sorted(packs):
+        means = clip_means(packs[role], ids)[0]
+        centre = means.mean(0)  # centred on the labelled clips, then cosine
+        cv_x, test_x = (_unit(m - centre) for m in (means, clip_means(packs[role], test_ids)[0]))
+        column = np.zeros((len(ids), y.shape[1] + 1))
+        for i, k_fold in enumerate(folds):
+            held, library = fold == k_fold, fold != k_fold
+            column[held] = nearest_labels(cv_x[held], cv_x[library], y[library], k)
+            test_parts[i].append(nearest_labels(test_x, cv_x[library], y[library], k))
+        cv_parts.append(column)
+    return np.hstack(cv_parts), [np.hstack(parts) for parts in test_parts]
+
+
 # ----------------------------------------------------------------------------- nesting
 
 
@@ -322,8 +371,14 @@ def stack_fingerprint(cfg: Config, stack: StackConfig, data: ChallengeData,
         meta["packs"] = sorted(getattr(p, "key", str(p)) for p in (packs or {}).values())
     if "transcript_length" in stack.meta_features:
         meta["transcripts"] = stable_hash(sorted(data.transcripts.items()))
+    if "retrieval" in stack.meta_features:
+        meta["retrieval"] = {role: pack.key for role, pack in
+                             sorted(retrieval_packs(cfg, data, stack).items())}
     lightgbm = LGBMStacker(**stack.lightgbm).get_params()
-    return stable_hash({"stack": stack.model_dump(mode="json"), "lightgbm": lightgbm,
+    # retrieval_k keys only stacks that retrieve: stacks from before it stay current
+    unused = set() if "retrieval" in stack.meta_features else {"retrieval_k"}
+    return stable_hash({"stack": stack.model_dump(mode="json", exclude=unused),
+                        "lightgbm": lightgbm,
                         "members": members, "folds": folds_digest(folds),
                         "labels": labels_digest(data.labels), "meta": meta})
 
@@ -388,6 +443,16 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         X = np.hstack([X, meta_features(data, packs or {}, level1.ids, stack.meta_features)])
         test_meta = meta_features(data, packs or {}, level1.test_ids, stack.meta_features)
         X_test = [np.hstack([inputs, test_meta]) for inputs in X_test]
+    if "retrieval" in stack.meta_features:
+        near, near_test = retrieval_features(
+            retrieval_packs(cfg, data, stack), y, level1.ids, level1.fold,
+            level1.test_ids, stack.retrieval_k)
+        X = np.hstack([X, near])
+        if stack.test_inputs == "fold_models":  # fold k's inputs with fold k's library
+            X_test = [np.hstack([inputs, t]) for inputs, t in zip(X_test, near_test,
+                                                                   strict=True)]
+        else:  # the fold models' mean: the libraries' mean
+            X_test = [np.hstack([inputs, np.mean(near_test, axis=0)]) for inputs in X_test]
     # the stackers' own early-stopping split keeps the folds' groups whole
     groups = (folds.set_index(ID_COLUMN).loc[level1.ids, "group"].to_numpy()
               if "group" in folds.columns else label_groups(y))
