@@ -268,14 +268,18 @@ def test_retrieval_reads_no_label_of_the_rows_it_describes(stack_cfg) -> None:
     np.testing.assert_array_equal(test2[0], test[0])  # fold 0's library lacks fold 0
 
 
-def test_a_stack_with_retrieval_features_restacks_when_k_changes(stack_cfg) -> None:
+def test_the_nested_cv_decides_whether_retrieval_enters_the_stack(stack_cfg) -> None:
     cfg, folds, test_ids = stack_cfg
     fake_experiment(cfg, "a", folds, test_ids, 1)
     fake_experiment(cfg, "b", folds, test_ids, 2)
     cfg = cfg.model_copy(update={"stack": cfg.stack.model_copy(
         update={"meta_features": ["missing", "retrieval"]})})
     cv = stack_fakes(cfg)
-    assert np.isfinite(cv["leaderboard"]["lightgbm stack"]["heldout_test"]["mean"])
+    board, decided = cv["leaderboard"], cv["retrieval"]
+    assert decided["entered"] == (decided["cv_with"] > decided["cv_without"])
+    assert board["lightgbm stack"] == board[
+        "lightgbm stack, retrieval" if decided["entered"] else "lightgbm stack, no retrieval"]
+    assert decided["cv_with"] == board["lightgbm stack, retrieval"]["cv"]["mean"]
     data = open_data(cfg)
     wider = cfg.stack.model_copy(update={"retrieval_k": 3})
     assert stack_fingerprint(cfg, wider, data, folds) != stack_fingerprint(

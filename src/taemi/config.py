@@ -263,7 +263,8 @@ class StackConfig(Section):
     # per-clip context for the LightGBM trees; `retrieval`: for each modality of the first
     # member's first backbone (normalised where it is), the similarity-weighted labels of
     # a clip's `retrieval_k` nearest labelled clips outside its fold, and the nearest one's
-    # similarity (labels recur: clips of one seed video share them)
+    # similarity (labels recur: clips of one seed video share them); they enter the
+    # LightGBM stack only where its nested CV is higher with them (cv.json `retrieval`)
     meta_features: list[Literal["lengths", "missing", "transcript_length", "retrieval"]] = \
         Field(default_factory=list)
     retrieval_k: PositiveInt = 10

@@ -443,16 +443,17 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
         X = np.hstack([X, meta_features(data, packs or {}, level1.ids, stack.meta_features)])
         test_meta = meta_features(data, packs or {}, level1.test_ids, stack.meta_features)
         X_test = [np.hstack([inputs, test_meta]) for inputs in X_test]
+    retrieved = None  # the inputs with the retrieval features too
     if "retrieval" in stack.meta_features:
         near, near_test = retrieval_features(
             retrieval_packs(cfg, data, stack), y, level1.ids, level1.fold,
             level1.test_ids, stack.retrieval_k)
-        X = np.hstack([X, near])
         if stack.test_inputs == "fold_models":  # fold k's inputs with fold k's library
-            X_test = [np.hstack([inputs, t]) for inputs, t in zip(X_test, near_test,
-                                                                   strict=True)]
+            with_near = [np.hstack([inputs, t]) for inputs, t in zip(X_test, near_test,
+                                                                     strict=True)]
         else:  # the fold models' mean: the libraries' mean
-            X_test = [np.hstack([inputs, np.mean(near_test, axis=0)]) for inputs in X_test]
+            with_near = [np.hstack([inputs, np.mean(near_test, axis=0)]) for inputs in X_test]
+        retrieved = (np.hstack([X, near]), with_near)
     # the stackers' own early-stopping split keeps the folds' groups whole
     groups = (folds.set_index(ID_COLUMN).loc[level1.ids, "group"].to_numpy()
               if "group" in folds.columns else label_groups(y))
@@ -470,6 +471,17 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
                 "linear_positive": stack.ridge_positive, **stack.lightgbm}
     candidates["lightgbm stack"] = nested_predictions(
         lambda: LGBMStacker(**lightgbm), X, y, level1.fold, X_test, groups, "lightgbm")
+    retrieval = None
+    if retrieved is not None:  # the nested CV decides whether the retrieval features enter
+        plain = candidates["lightgbm stack"]
+        near = nested_predictions(lambda: LGBMStacker(**lightgbm), retrieved[0], y,
+                                  level1.fold, retrieved[1], groups, "lightgbm + retrieval")
+        retrieval = {"cv_with": score_table(y, near[0])["mean"],
+                     "cv_without": score_table(y, plain[0])["mean"]}
+        retrieval["entered"] = retrieval["cv_with"] > retrieval["cv_without"]
+        candidates["lightgbm stack, no retrieval"] = plain
+        candidates["lightgbm stack, retrieval"] = near
+        candidates["lightgbm stack"] = near if retrieval["entered"] else plain
 
     leaderboard = {}
     for method, (oof, test) in candidates.items():
@@ -485,7 +497,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     cv = {"ensemble": stack.name, "method": chosen, "members": level1.names,
           "best_single": best, "folds_file": str(cfg.folds.path),
           "folds_digest": folds_digest(folds), "overall": leaderboard[chosen]["cv"],
-          "leaderboard": leaderboard, "member_scores": member_scores,
+          "leaderboard": leaderboard, "member_scores": member_scores, "retrieval": retrieval,
           "fingerprint": fingerprint}
     write_json(out / "config.json", cfg.public())
     write_json(out / "cv.json", cv)
