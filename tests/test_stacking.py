@@ -246,26 +246,38 @@ def test_nearest_labels_recovers_a_recurring_label_vector() -> None:
     assert (near[:, 6] > 0.9).all()  # the nearest clip's similarity
 
 
-def test_retrieval_reads_no_label_of_the_rows_it_describes(stack_cfg) -> None:
-    """A CV row's retrieval features come from the other folds' labels only: changing a
-    fold's labels changes no feature of that fold's own rows (and every other fold's)."""
+def test_retrieval_reads_no_label_its_fold_model_could_not_read(stack_cfg) -> None:
+    """A CV row's retrieval features come only from the labels its fold model learnt from:
+    changing a fold's labels, or those of the rows purged from its training rows (a purge
+    group: its seed videos), changes no feature of that fold's rows."""
     cfg, folds, test_ids = stack_cfg
     data = open_data(cfg)
     ensure_cache(cfg, data, report=False)
     stack = cfg.stack.model_copy(update={"meta_features": ["retrieval"]})
     packs = retrieval_packs(cfg, data, stack)
-    cv_rows = folds[folds["fold"] >= 0]
+    cv_rows = folds[folds["fold"] >= 0].reset_index(drop=True)
     ids, fold = cv_rows["Filename"].tolist(), cv_rows["fold"].to_numpy()
     y = np.random.default_rng(1).random((len(ids), 6))
-    cv, test = retrieval_features(packs, y, ids, fold, test_ids, k=3)
+    cv, test = retrieval_features(packs, y, ids, cv_rows, test_ids, k=3)
     assert cv.shape == (len(ids), 7 * len(packs)) and len(test) == len(folds_of(cv_rows))
     first = fold == folds_of(cv_rows)[0]
     changed = y.copy()
     changed[first] = 1 - changed[first]
-    cv2, test2 = retrieval_features(packs, changed, ids, fold, test_ids, k=3)
+    cv2, test2 = retrieval_features(packs, changed, ids, cv_rows, test_ids, k=3)
     np.testing.assert_array_equal(cv2[first], cv[first])  # its own labels: never read
     assert not np.allclose(cv2[~first], cv[~first])  # the other folds' library changed
     np.testing.assert_array_equal(test2[0], test[0])  # fold 0's library lacks fold 0
+    # a purge group joining each first-fold row with one row of another fold
+    others = np.flatnonzero(~first)[:first.sum()]
+    purge = np.arange(len(ids))
+    purge[others] = purge[np.flatnonzero(first)[:len(others)]]
+    purged = cv_rows.assign(purge=purge)
+    base, _ = retrieval_features(packs, y, ids, purged, test_ids, k=3)
+    mates = y.copy()
+    mates[others] = 1 - mates[others]
+    moved, _ = retrieval_features(packs, mates, ids, purged, test_ids, k=3)
+    np.testing.assert_array_equal(moved[first], base[first])  # purged mates: never read
+    assert not np.allclose(cv[first], base[first])  # the purge did shrink the library
 
 
 def test_the_nested_cv_decides_whether_retrieval_enters_the_stack(stack_cfg) -> None:

@@ -56,7 +56,8 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
     work.mkdir(parents=True, exist_ok=True)
     tree = cfg.resolved()
     del tree["paths"]["runs"], tree["plugins"]  # keys the previous kit did not know
-    del tree["tune"]["choices"], tree["tune"]["minutes"]
+    for key in ("choices", "minutes", "share", "start"):
+        del tree["tune"][key]
     path.write_text(yaml.safe_dump(tree))
     old = subprocess.run([sys.executable, "-c", OLD_RUN, str(old_src), str(path)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -103,7 +104,7 @@ from taemi.models import list_models, model_code_digest
 from taemi.tuning import UNKEYED_TUNE_KEYS
 cfg = config_from_dict({"data": {"root": "."}, "experiments": {"t": {}},
                         "tune": {"experiment": "t"}})
-dump = cfg.tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | {"choices"})
+dump = cfg.tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | {"choices", "start"})
 print([(n, model_code_digest(n)) for n in list_models()], stable_hash(dump))
 """
     runs = [subprocess.run([sys.executable, "-c", script, str(src)], capture_output=True,

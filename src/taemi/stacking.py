@@ -34,7 +34,7 @@ from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.config import Config, ConfigError, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
 from taemi.experiment import labels_digest, open_packs, prediction_frame, stale_reason
-from taemi.folds import HOLDOUT, folds_digest, label_groups
+from taemi.folds import HOLDOUT, folds_digest, label_groups, training_rows
 from taemi.identity import file_digest
 from taemi.metrics import score_table
 from taemi.participants import clip_means
@@ -291,20 +291,24 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
 
 
-def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], fold: np.ndarray,
+def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], folds: pd.DataFrame,
                        test_ids: list[str], k: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """`retrieval` for the CV rows (each fold's rows against the labelled rows of the
-    other folds: what its fold model learnt from) and for the test, once against each
+    """`retrieval` for the CV rows `ids` (labels `y`): each fold's rows against the rows
+    its fold model learnt from (`training_rows`: the other folds, less the rows that share
+    a purge group with the fold, such as its seed videos), and the test once against each
     fold's library (as each fold model's test predictions are made)."""
-    folds = np.unique(fold)
-    cv_parts, test_parts = [], [[] for _ in folds]
+    fold = folds.set_index(ID_COLUMN).loc[ids, "fold"].to_numpy()
+    folds_here = np.unique(fold)
+    position = pd.Index(ids)
+    libraries = [position.isin(training_rows(folds, f)[ID_COLUMN]) for f in folds_here]
+    cv_parts, test_parts = [], [[] for _ in folds_here]
     for role in sorted(packs):
         means = clip_means(packs[role], ids)[0]
         centre = means.mean(0)  # centred on the labelled clips, then cosine
         cv_x, test_x = (_unit(m - centre) for m in (means, clip_means(packs[role], test_ids)[0]))
         column = np.zeros((len(ids), y.shape[1] + 1))
-        for i, k_fold in enumerate(folds):
-            held, library = fold == k_fold, fold != k_fold
+        for i, (k_fold, library) in enumerate(zip(folds_here, libraries, strict=True)):
+            held = fold == k_fold
             column[held] = nearest_labels(cv_x[held], cv_x[library], y[library], k)
             test_parts[i].append(nearest_labels(test_x, cv_x[library], y[library], k))
         cv_parts.append(column)
@@ -446,7 +450,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     retrieved = None  # the inputs with the retrieval features too
     if "retrieval" in stack.meta_features:
         near, near_test = retrieval_features(
-            retrieval_packs(cfg, data, stack), y, level1.ids, level1.fold,
+            retrieval_packs(cfg, data, stack), y, level1.ids, folds[folds["fold"] != HOLDOUT],
             level1.test_ids, stack.retrieval_k)
         if stack.test_inputs == "fold_models":  # fold k's inputs with fold k's library
             with_near = [np.hstack([inputs, t]) for inputs, t in zip(X_test, near_test,
