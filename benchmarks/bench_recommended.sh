@@ -21,7 +21,8 @@ for spec in $DATASETS; do
   for recipe in chosen defaults fixed; do
     args=(configs/recommended.yaml -q --set synth.scale="$SCALE" --set synth.seed="$seed"
           --set synth.seed_videos="$regime" --set synth.text_meaning="$meaning"
-          --set data.root="data/rb-$ds" --set folds.path="folds/rb-$ds/folds.csv")
+          --set data.root="data/rb-$ds" --set folds.path="folds/rb-$ds/folds.csv"
+          --set "stack.meta_features=[]")  # without retrieval: bench_retrieval.sh adds it
     for p in models ensembles submissions reports runs; do
       args+=(--set "paths.$p=$p/rb-$ds/$recipe")
     done

@@ -5,7 +5,7 @@ the ridge stack fitted on the members' OOF predictions (fold models, as always),
 refit models' test predictions instead of the fold models'.
 
     python benchmarks/bench_refit.py models/rb-shared-s11-x0.1/chosen [...]   (after
-    bash benchmarks/bench_recommended.sh)   -> appended to benchmarks/results/refit.md
+    bash benchmarks/bench_recommended.sh)   -> appended to benchmarks/results/recommended/refit.md
 
 The refit models use seed 0 and are written under <models>/<experiment>/refit/."""
 
@@ -85,7 +85,7 @@ def stack_rows(rows: list[dict]) -> dict:
 
 
 def main(folders: list[str]) -> None:
-    out = Path("benchmarks/results/refit.md")
+    out = Path("benchmarks/results/recommended/refit.md")
     for folder in folders:
         rows = [refit(Path(folder), m) for m in MEMBERS if (Path(folder) / m).is_dir()]
         lines = [f"\n{folder}\n", "| member | refit epochs (fold models chose) | rows | s | cv "
