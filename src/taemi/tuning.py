@@ -467,8 +467,7 @@ def overlay_text(cfg: Config, study: optuna.Study, ref: StudyRef) -> str:
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row a trial: its number, state, value, seconds and parameters."""
     rows = [{"trial": t.number, "state": t.state.name, "value": t.value,
-             "seconds": round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
-             if t.datetime_start and t.datetime_complete else None,
+             "seconds": round(seconds_of(t), 1) if t.datetime_complete else None,
              "repeat_of": t.user_attrs.get("repeat_of"), **t.params}
             for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     return pd.DataFrame(rows)
@@ -530,9 +529,14 @@ def tuned_overlay(cfg: Config, ref: StudyRef, carry: bool = True) -> Path | None
 
 def trial_seconds(study: optuna.Study) -> float:
     """The finished trials' time, summed (over workers, and over runs that resumed it)."""
-    return sum((t.datetime_complete - t.datetime_start).total_seconds()
-               for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if t.datetime_start and t.datetime_complete)
+    return sum(seconds_of(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def seconds_of(trial: FrozenTrial) -> float:
+    """A trial's run time (0 while it has not both started and finished)."""
+    if not (trial.datetime_start and trial.datetime_complete):
+        return 0.0
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def study_done(cfg: Config, finished: int, seconds: float, target: int | None = None) -> bool:
