@@ -171,3 +171,70 @@ def test_few_clip_participants_are_flagged() -> None:
     labels = np.concatenate([np.repeat([0, 1], 20), np.arange(2, 22)])  # 20 singletons
     note = few_clip_note(Participants(ids, labels, "inferred"), ids[30:])
     assert note is not None and "67% of the test clips" in note and "normalise: none" in note
+
+
+def test_refit_predicts_the_test_in_the_fold_models_place(grid, tmp_path: Path) -> None:
+    """`refit: true`: one model a seed on every CV row, for the median of its fold models'
+    best epochs, once they are done; it writes the test, the fold models' mean moves to
+    test_folds.csv, the OOF rows stay the fold models'; nothing is trained twice, and a
+    lost refit model is the only job redone."""
+    from taemi.experiment import stale_reason
+    from taemi.plan import describe
+
+    cfg, cv = grid
+    models = tmp_path / "models"
+    shutil.copytree(cfg.paths.models, models)
+    exp = cfg.experiments["t"].model_copy(update={"refit": True})
+    refit = cfg.model_copy(update={"experiments": {"t": exp}, "paths": cfg.paths.model_copy(
+        update={"models": models})})
+    record: dict = {}
+    again = train_experiments(refit, record=record)["t"]
+    assert record["trained"] == ["t/vit-w2v/seed0/refit", "t/vit-w2v/seed1/refit"]
+    assert again["overall"] == cv["overall"]  # the CV is the fold models'
+    seed_dir = models / "t" / "vit-w2v" / "seed0"
+    best = [read_json(seed_dir / f"fold{f}" / "done.json")["best_epoch"] for f in range(3)]
+    done = read_json(seed_dir / "refit" / "done.json")
+    assert done["job"]["epochs"] == round(float(np.median(best)))
+    assert done["selection"] == "fixed" and done["selection_rows"] == 0
+    assert len(pd.read_csv(seed_dir / "refit" / "metrics.csv")) == done["job"]["epochs"]
+    for level in (seed_dir, models / "t"):
+        pd.testing.assert_frame_equal(pd.read_csv(level / "oof.csv"),
+                                      pd.read_csv(cfg.paths.models / "t" / level.relative_to(
+                                          models / "t") / "oof.csv"))
+        pd.testing.assert_frame_equal(pd.read_csv(level / "test_folds.csv"),
+                                      pd.read_csv(cfg.paths.models / "t" / level.relative_to(
+                                          models / "t") / "test.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(seed_dir / "test.csv"),
+                                  pd.read_csv(seed_dir / "refit" / "test.csv"))
+    assert again["refit"]["used"] and again["refit"]["why"] == "refit: true"
+    assert set(again["refit"]["epochs"]) == {"t/vit-w2v/seed0/refit", "t/vit-w2v/seed1/refit"}
+    assert again["heldout_test_folds"] == cv["heldout_test"]
+    assert again["heldout_test"] != cv["heldout_test"]
+    data = open_data(refit)
+    assert stale_reason(refit, "t", data, read_folds(cfg.folds.path)) is None
+    assert train_experiments(refit, record=record) and record["trained"] == []
+    (models / "t" / "vit-w2v" / "seed1" / "refit" / "done.json").unlink()
+    assert "seed1/refit" in stale_reason(refit, "t", data, read_folds(cfg.folds.path))
+    entry = next(e for e in describe(refit, data) if e.kind == "experiment")
+    assert not entry.current and entry.details["to_train"] == ["t/vit-w2v/seed1/refit"]
+    train_experiments(refit, record=record)
+    assert record["trained"] == ["t/vit-w2v/seed1/refit"]
+
+
+def test_refit_auto_where_purged_folds_leave_the_fold_models_few_rows(grid) -> None:
+    """auto refits where a fold model learns from under half the CV rows: plain folds
+    (two thirds of them, with three folds) do not; folds purging shared groups do."""
+    from taemi.experiment import refit_decision
+
+    cfg, _ = grid
+    folds = read_folds(cfg.folds.path)
+    plain = refit_decision(cfg, "t", folds)
+    assert not plain["used"] and plain["training_share"] == pytest.approx(2 / 3, abs=0.02)
+    assert "auto" in plain["why"]
+    # a purge group joins each row of fold 0 with rows of folds 1 and 2
+    purge = np.arange(len(folds)) % (len(folds) // 3)
+    purged = refit_decision(cfg, "t", folds.assign(purge=purge))
+    assert purged["used"] and purged["training_share"] < 0.5
+    off = cfg.experiments["t"].model_copy(update={"refit": False})
+    never = cfg.model_copy(update={"experiments": {"t": off}})
+    assert not refit_decision(never, "t", folds.assign(purge=purge))["used"]

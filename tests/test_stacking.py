@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,11 +16,14 @@ from taemi.artifacts import write_csv, write_json
 from taemi.config import StackConfig
 from taemi.data import TARGETS, DataError
 from taemi.folds import folds_digest, read_folds
+from taemi.participants import clip_means
 from taemi.pipeline import ensure_cache, ensure_folds, ensure_stack, open_data
 from taemi.stacking import (
     LGBMStacker,
     RidgeStacker,
+    _unit,
     leaderboard_table,
+    load_level1,
     nearest_labels,
     nested_predictions,
     retrieval_features,
@@ -90,8 +94,10 @@ def test_linear_base_beats_trees_alone_on_a_linear_blend() -> None:
 
 
 def fake_experiment(cfg, name: str, folds: pd.DataFrame, test_ids: list[str], seed: int,
-                    digest: str | None = None, drop_rows: int = 0) -> None:
-    """Write an experiment's artifacts as `taemi train` would, with noisy predictions."""
+                    digest: str | None = None, drop_rows: int = 0, refit: bool = False
+                    ) -> None:
+    """Write an experiment's artifacts as `taemi train` would, with noisy predictions
+    (`refit`: its test.csv from a refit model, and no fold model's test file)."""
     rng = np.random.default_rng(seed)
     data = open_data(cfg)
     labels = data.labels.set_index("Filename").loc[folds["Filename"], list(TARGETS)]
@@ -102,11 +108,14 @@ def fake_experiment(cfg, name: str, folds: pd.DataFrame, test_ids: list[str], se
     by_fold = [truth + rng.normal(0, 0.2, truth.shape) for _ in folds_of(folds)]
     for fold, pred in zip(folds_of(folds), by_fold, strict=True):
         write_csv(exp / "vit-w2v" / "seed0" / f"fold{fold}" / "test.csv", frame(test_ids, pred))
+    test = truth + rng.normal(0, 0.1, truth.shape) if refit else np.mean(by_fold, axis=0)
+    if refit:
+        shutil.rmtree(exp / "vit-w2v" / "seed0")
     for folder in (exp, exp / "vit-w2v"):
         write_csv(folder / "oof.csv", oof.iloc[drop_rows:])
-        write_csv(folder / "test.csv", frame(test_ids, np.mean(by_fold, axis=0)))
+        write_csv(folder / "test.csv", frame(test_ids, test))
     write_json(exp / "cv.json", {"folds_digest": digest or folds_digest(folds),
-                                 "folds_file": "elsewhere.csv"})
+                                 "folds_file": "elsewhere.csv", "refit": {"used": refit}})
     write_json(exp / "config.json", {
         "experiments": {name: {"backbones": ["vit-w2v"], "seeds": [0]}},
         "backbones": {"vit-w2v": {}}})
@@ -296,3 +305,43 @@ def test_the_nested_cv_decides_whether_retrieval_enters_the_stack(stack_cfg) -> 
     wider = cfg.stack.model_copy(update={"retrieval_k": 3})
     assert stack_fingerprint(cfg, wider, data, folds) != stack_fingerprint(
         cfg, cfg.stack, data, folds)
+
+
+def test_refit_members_feed_the_stack_their_refit_test(stack_cfg) -> None:
+    """A member refit on every CV row gives the stack its refit test predictions in every
+    fold's place; when all members are refit, the test's retrieval library is every CV row
+    (what those models learnt from), not each fold's."""
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1, refit=True)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    mixed = load_level1(cfg, cfg.stack, folds, test_ids)
+    assert not mixed.refit and len(mixed.test_by_fold) == len(folds_of(folds))
+    for by_fold in mixed.test_by_fold:
+        np.testing.assert_array_equal(by_fold[:, 0], mixed.test[:, 0])
+    assert not np.allclose(mixed.test_by_fold[0][:, 1], mixed.test_by_fold[1][:, 1])
+    fake_experiment(cfg, "b", folds, test_ids, 2, refit=True)
+    level1 = load_level1(cfg, cfg.stack, folds, test_ids)
+    assert level1.refit and level1.test_by_fold.shape == (1, *level1.test.shape)
+    np.testing.assert_array_equal(level1.test_by_fold[0], level1.test)
+
+    data = open_data(cfg)
+    ensure_cache(cfg, data, report=False)
+    packs = retrieval_packs(cfg, data, cfg.stack)
+    cv_rows = folds[folds["fold"] >= 0].reset_index(drop=True)
+    ids = cv_rows["Filename"].tolist()
+    y = np.random.default_rng(1).random((len(ids), 6))
+    per_fold, test = retrieval_features(packs, y, ids, cv_rows, test_ids, k=3)
+    cv, (refit_test,) = retrieval_features(packs, y, ids, cv_rows, test_ids, k=3, refit=True)
+    np.testing.assert_array_equal(cv, per_fold)  # the CV rows keep their folds' libraries
+    role = sorted(packs)[0]
+    means = clip_means(packs[role], ids)[0]
+    centre = means.mean(0)
+    every = nearest_labels(_unit(clip_means(packs[role], test_ids)[0] - centre),
+                           _unit(means - centre), y, 3)
+    np.testing.assert_allclose(refit_test[:, :7], every)
+    assert not any(np.allclose(refit_test, t) for t in test)
+    cv_json = stack_fakes(cfg.model_copy(update={"stack": cfg.stack.model_copy(
+        update={"meta_features": ["retrieval"]})}))
+    assert set(cv_json["retrieval"]) == {"cv_with", "cv_without", "entered"}
+    written = pd.read_csv(cfg.paths.ensembles / "s" / "test.csv", dtype={"Filename": str})
+    assert written["Filename"].tolist() == test_ids and written[list(TARGETS)].notna().all().all()

@@ -228,6 +228,10 @@ class ExperimentConfig(Section):
     # whether `taemi run` scores it with each modality removed (minutes a model at full
     # size, more for one trained end to end; null, as earlier kits wrote it: yes)
     robustness: bool = True
+    # one more model per backbone and seed, trained on every CV row for the median of its
+    # fold models' best epochs, predicts the test in their place (`taemi.experiment`,
+    # "refit"); auto: where the fold models learn from under half the CV rows
+    refit: bool | Literal["auto"] = "auto"
 
     @field_validator("robustness", mode="before")
     @classmethod

@@ -6,6 +6,7 @@
         <backbone>/oof.csv test.csv       mean over seeds
         <backbone>/seed<k>/oof.csv ...    one seed, its folds' OOF rows and mean test
         <backbone>/seed<k>/fold<f>/       model.pt metrics.csv oof.csv test.csv done.json
+        <backbone>/seed<k>/refit/         the refit model: model.pt test.csv done.json
 
 A job (one fold model) is done when its `done.json` carries the key of everything that
 shaped it (`job_key_parts`: the model and its code, the train settings that change
@@ -13,6 +14,15 @@ results, its packs by content, folds, labels, seed, fold, the kit's version; nev
 a time or a thread count) and each part's digest, so `taemi plan` can say which changed.
 A done job is skipped, a changed one retrained, an interrupted one resumed from `last.pt`.
 Every file is written atomically.
+
+Refit (`experiments.<name>.refit`): once a seed's fold models are done, one more model is
+trained on every CV row for the median of their best epochs, and it predicts the test
+(and holdout) in their place; `test_folds.csv` keeps the fold models' mean, and the OOF
+predictions, hence the CV and the stack's training rows, stay the fold models'. Where
+purge groups (seed videos) leave each fold model a small part of the CV rows, refit more
+than doubled the held-out test score; with plain folds it lost 0.02 to the fold models'
+mean (benchmarks/RESULTS.md, "Refit"), so `auto` refits where the fold models learn from
+under half the CV rows (`REFIT_BELOW`).
 """
 
 from __future__ import annotations
@@ -30,13 +40,22 @@ from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed, participant_normalised
 from taemi.config import ROLES, UNKEYED_TRAIN_KEYS, Config, ConfigError, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
-from taemi.folds import HOLDOUT, folds_digest, read_folds, selection_split, training_rows
+from taemi.folds import (
+    HOLDOUT,
+    folds_digest,
+    read_folds,
+    selection_split,
+    training_rows,
+    training_share,
+)
 from taemi.identity import KIT_VERSION, table_digest
 from taemi.legacy import legacy_job_fingerprint, legacy_labels_digest
 from taemi.metrics import score_table
 from taemi.participants import ensure_participants
 
 PREDICTIONS = ("oof", "test", "holdout")
+REFIT = -2  # the fold of a refit job: it learns from every CV row
+REFIT_BELOW = 0.5  # refit auto: where fold models learn from under this share of CV rows
 
 
 @dataclass(frozen=True)
@@ -45,14 +64,23 @@ class Job:
     backbone: str
     seed: int
     fold: int
+    epochs: int | None = None  # a refit job's epochs (its fold models' median best)
+
+    @property
+    def part(self) -> str:
+        return "refit" if self.fold == REFIT else f"fold{self.fold}"
 
     def folder(self, models_dir: Path) -> Path:
-        return (Path(models_dir) / self.experiment / self.backbone / f"seed{self.seed}" /
-                f"fold{self.fold}")
+        return Path(models_dir) / self.experiment / self.backbone / f"seed{self.seed}" / \
+            self.part
 
     @property
     def label(self) -> str:
-        return f"{self.experiment}/{self.backbone}/seed{self.seed}/fold{self.fold}"
+        return f"{self.experiment}/{self.backbone}/seed{self.seed}/{self.part}"
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed * 1000 + (999 if self.fold == REFIT else self.fold)
 
 
 def experiment_folds(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[int]:
@@ -71,6 +99,49 @@ def plan_jobs(cfg: Config, experiment: str, folds: pd.DataFrame) -> list[Job]:
     exp = cfg.experiments[experiment]
     return [Job(experiment, b, s, f) for b in cfg.backbones_for(experiment)
             for s in exp.seeds for f in experiment_folds(cfg, experiment, folds)]
+
+
+def refit_decision(cfg: Config, experiment: str, folds: pd.DataFrame) -> dict:
+    """Whether the experiment refits, and why (cv.json's `refit`)."""
+    setting = cfg.experiments[experiment].refit
+    share = training_share(folds, experiment_folds(cfg, experiment, folds))
+    used = share < REFIT_BELOW if setting == "auto" else bool(setting)
+    why = f"refit: {str(setting).lower()}" if setting != "auto" else \
+        f"auto: the fold models learn from {share:.0%} of the CV rows " + \
+        (f"(under {REFIT_BELOW:.0%}: refit)" if used else f"(refit under {REFIT_BELOW:.0%})")
+    return {"used": used, "why": why, "training_share": round(share, 4)}
+
+
+def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
+               fingerprints: dict[Job, str] | None = None) -> list[Job]:
+    """The experiment's refit jobs, one per backbone and seed whose fold jobs are done (to
+    `fingerprints` where given), each for the median of those fold models' best epochs;
+    none where it does not refit."""
+    if not refit_decision(cfg, experiment, folds)["used"]:
+        return []
+    out = []
+    models = cfg.paths.models
+    jobs = plan_jobs(cfg, experiment, folds)
+    for backbone, seed in dict.fromkeys((j.backbone, j.seed) for j in jobs):
+        group = [j for j in jobs if (j.backbone, j.seed) == (backbone, seed)]
+        if fingerprints is not None and \
+                not all(is_done(j.folder(models), fingerprints[j]) for j in group):
+            continue
+        if not all((j.folder(models) / "done.json").is_file() for j in group):
+            continue
+        best = [read_json(j.folder(models) / "done.json")["best_epoch"] for j in group]
+        out.append(Job(experiment, backbone, seed, REFIT,
+                       epochs=max(1, round(float(np.median(best))))))
+    return out
+
+
+def job_train(cfg: Config, job: Job):
+    """The train settings a job runs with: a refit job's epochs, all of them run (it has no
+    rows left to choose an epoch on)."""
+    train = cfg.train_for(job.experiment)
+    if job.fold != REFIT:
+        return train
+    return train.model_copy(update={"epochs": job.epochs, "selection": "fixed"})
 
 
 NORMALISED_ROLES = ("visual", "audio")  # who is speaking shows there, not in the words
@@ -116,7 +187,7 @@ def job_key_parts(cfg: Config, job: Job, pack_keys: dict[str, str], digest: str,
     return {
         "kit": KIT_VERSION, "code": model_code_digest(exp.model.name),
         "model": exp.model.resolved(),
-        "train": keyed_train_settings(cfg.train_for(job.experiment).model_dump(mode="json")),
+        "train": keyed_train_settings(job_train(cfg, job).model_dump(mode="json")),
         "packs": dict(sorted(pack_keys.items())),
         "folds": digest, "labels": labels, "seed": job.seed, "fold": job.fold, **extra,
     }
@@ -163,14 +234,17 @@ def job_fingerprints(cfg: Config, experiment: str, data: ChallengeData,
 
         media = media_digest(data, endtoend, cfg.cache.dir)
     jobs = plan_jobs(cfg, experiment, folds)
-    out = {}
+    out, keys = {}, {}
     for backbone in cfg.backbones_for(experiment):
         packs = open_packs(cfg, data, backbone)
-        keys = {role: pack.key for role, pack in packs.items()}
+        keys[backbone] = {role: pack.key for role, pack in packs.items()}
         for job in (j for j in jobs if j.backbone == backbone):
-            parts = job_key_parts(cfg, job, keys, digest, labels, media)
+            parts = job_key_parts(cfg, job, keys[backbone], digest, labels, media)
             out[job] = stable_hash(parts)
             carry_over(cfg, job, parts, packs, folds, labels, data)
+    for job in refit_jobs(cfg, experiment, folds, out):  # once their fold jobs are done
+        out[job] = stable_hash(job_key_parts(cfg, job, keys[job.backbone], digest, labels,
+                                             media))
     return out
 
 
@@ -200,7 +274,8 @@ def carry_over(cfg: Config, job: Job, parts: dict, packs: dict[str, PackedFeatur
 def stale_reason(cfg: Config, experiment: str, data: ChallengeData,
                  folds: pd.DataFrame, fingerprints: dict[Job, str] | None = None) -> str | None:
     """Why the experiment's gathered predictions are not what this config trains (None:
-    they are): a job missing, retrained since, or keyed by other inputs or settings."""
+    they are): a job missing (a refit job waits for its fold jobs), retrained since, or
+    keyed by other inputs or settings."""
     cv_path = cfg.paths.models / experiment / "cv.json"
     if not cv_path.is_file():
         return "not trained"
@@ -247,13 +322,19 @@ def fold_inputs(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
 
     Parts: `fit` (the rows the model learns from), `select` (the rows that choose its
     epoch: see `TrainConfig.selection`), `val` (the scored fold, predicted once at the
-    end), `test` and `holdout`.
+    end), `test` and `holdout`. A refit job (`REFIT`) learns from every CV row and has
+    no `val`.
     """
     from taemi.training import ClipInputs
 
     cv = folds["fold"] != HOLDOUT
-    train = training_rows(folds, fold)[ID_COLUMN].tolist()
-    val = folds.loc[folds["fold"] == fold, ID_COLUMN].tolist()
+    if fold == REFIT:
+        if selection != "fixed":
+            raise ValueError("a refit job runs a fixed number of epochs (selection: fixed)")
+        train, val = folds.loc[cv, ID_COLUMN].tolist(), []
+    else:
+        train = training_rows(folds, fold)[ID_COLUMN].tolist()
+        val = folds.loc[folds["fold"] == fold, ID_COLUMN].tolist()
     if selection == "inner":
         fit, select = selection_split(folds, fold, inner_fraction)
     else:
@@ -316,11 +397,11 @@ def run_job(cfg_tree: dict, job: Job) -> dict:
     if is_done(folder, fingerprint):
         return {**read_json(folder / "done.json"), "skipped": True}
 
-    train_cfg = cfg.train_for(job.experiment)
+    train_cfg = job_train(cfg, job)
     inputs, part_ids, index = fold_inputs(cfg, data, folds, packs, job.fold,
                                           train_cfg.selection, train_cfg.inner_fraction)
     del packs  # the inputs hold their own copy: unmap the packs, halving resident memory
-    job_seed = job.seed * 1000 + job.fold
+    job_seed = job.train_seed
     seed_everything(job_seed)
     model, inputs = fold_model(cfg, data, job.experiment, inputs, job_seed)
     work = folder / f".work-{fingerprint}"
@@ -392,8 +473,13 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     `tuned`: the study whose parameters it trained with (its name and the folds it saw)."""
     exp_dir = cfg.experiment_dir(experiment)
     jobs = plan_jobs(cfg, experiment, folds)
+    refits = {(j.backbone, j.seed): j for j in refit_jobs(cfg, experiment, folds)}
+    decision = refit_decision(cfg, experiment, folds)
+    if decision["used"] and len(refits) < len({(j.backbone, j.seed) for j in jobs}):
+        raise ValueError(f"experiment {experiment!r} refits but not every seed's fold jobs "
+                         "are done: train it first")
     made = {j.label: read_json(j.folder(cfg.paths.models) / "done.json")["fingerprint"]
-            for j in jobs}
+            for j in [*jobs, *refits.values()]}
     test_labels = None if data.test_labels is None else table_digest(data.test_labels)
     earlier = read_json(exp_dir / "cv.json") if (exp_dir / "cv.json").is_file() else {}
     if earlier.get("jobs") == made and earlier.get("tuned") == tuned and \
@@ -405,7 +491,7 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
                 "folds_file": str(cfg.folds.path), "folds_digest": folds_digest(folds),
                 "folds": experiment_folds(cfg, experiment, folds), "per_backbone": {},
                 "per_seed": {}, "per_fold": {}}
-    by_backbone, single = [], []
+    by_backbone, single, refit_single = [], [], []
     for backbone in cfg.backbones_for(experiment):
         by_seed = []
         for seed in cfg.experiments[experiment].seeds:
@@ -420,6 +506,15 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
                                                 for d in fold_dirs])}
             if (fold_dirs[0] / "holdout.csv").is_file():
                 parts["holdout"] = _mean([read_predictions(d / "holdout.csv") for d in fold_dirs])
+            refit = refits.get((backbone, seed))
+            if refit is not None:  # it predicts in the fold models' place
+                refit_dir = refit.folder(cfg.paths.models)
+                parts["test_folds"] = parts["test"]
+                parts["test"] = read_predictions(refit_dir / "test.csv")
+                if "holdout" in parts:
+                    parts["holdout"] = read_predictions(refit_dir / "holdout.csv")
+                if data.test_labels is not None:
+                    refit_single.append(_score(parts["test"], data.test_labels)["mean"])
             seed_dir = exp_dir / backbone / f"seed{seed}"
             by_seed.append(_write_level(seed_dir, [parts]))
             cv["per_seed"][f"{backbone}/seed{seed}"] = _score(oof, data.labels)
@@ -433,6 +528,11 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     if "holdout" in top:
         cv["holdout"] = _score(top["holdout"], data.labels)
     cv["heldout_test"] = _score(top["test"], data.test_labels)
+    cv["refit"] = {**decision, "epochs": {j.label: j.epochs for j in refits.values()}}
+    if "test_folds" in top:
+        cv["heldout_test_folds"] = _score(top["test_folds"], data.test_labels)
+        cv["heldout_test_refit_single"] = float(np.mean(refit_single)) if refit_single \
+            else None
     # which job runs these predictions come from: `taemi submit` checks them against the config
     cv["jobs"] = made
     cv["test_labels"] = test_labels

@@ -224,6 +224,13 @@ def training_rows(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
     return train
 
 
+def training_share(folds: pd.DataFrame, fold_numbers: list[int]) -> float:
+    """The mean share of the CV rows a fold model learns from (`training_rows`): 1 - 1/k
+    for k plain folds, far less where purge groups (seed videos) take rows out."""
+    cv_rows = int((folds["fold"] != HOLDOUT).sum())
+    return float(np.mean([len(training_rows(folds, f)) for f in fold_numbers]) / cv_rows)
+
+
 def selection_split(folds: pd.DataFrame, fold: int, fraction: float = 0.15,
                     seed: int = 0) -> tuple[list[str], list[str]]:
     """Split fold `fold`'s training rows into (fit, select): model selection (epoch,

@@ -111,7 +111,7 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     """Train every job of the named experiments (all by default); return their cv.json.
     `record` gets the number of planned jobs and the labels of those trained."""
     from taemi.executors import EXECUTORS
-    from taemi.experiment import aggregate, is_done, job_fingerprints
+    from taemi.experiment import aggregate, is_done, job_fingerprints, refit_decision
 
     if not cfg.experiments:
         raise ConfigError("the config defines no experiments: add an `experiments` section "
@@ -128,16 +128,23 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     names = names or list(cfg.experiments)
     for name in names:
         cfg.experiment_dir(name)  # an unknown name is an error before any work
-    planned = {job: fingerprint for name in names
-               for job, fingerprint in job_fingerprints(cfg, name, data, folds).items()}
-    jobs = [job for job, fingerprint in planned.items()
-            if not is_done(job.folder(cfg.paths.models), fingerprint)]
-    if len(jobs) < len(planned):
-        echo(f"{len(planned) - len(jobs)} of {len(planned)} jobs are done and current: skipped")
+    trained: list[str] = []
+    refitting = [name for name in names if refit_decision(cfg, name, folds)["used"]]
+    for wave in ("fold", "refit"):  # a refit job is planned once its fold jobs are done
+        if wave == "refit" and not refitting:
+            break
+        planned = {job: fingerprint for name in names
+                   for job, fingerprint in job_fingerprints(cfg, name, data, folds).items()}
+        jobs = [job for job, fingerprint in planned.items()
+                if not is_done(job.folder(cfg.paths.models), fingerprint)]
+        if wave == "fold" and len(jobs) < len(planned):
+            echo(f"{len(planned) - len(jobs)} of {len(planned)} jobs are done and current: "
+                 "skipped")
+        if jobs:
+            EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
+        trained += [job.label for job in jobs]
     if record is not None:
-        record.update(planned=len(planned), trained=[job.label for job in jobs])
-    if jobs:
-        EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
+        record.update(planned=len(planned), trained=trained)
     results = {}
     tuned = tuned_record(cfg, data, folds)
     for name in names:

@@ -27,10 +27,14 @@ from taemi.config import Config, ConfigError, config_from_dict, deep_merge
 from taemi.data import ID_COLUMN, ChallengeData
 from taemi.experiment import (
     NORMALISED_ROLES,
+    REFIT,
+    Job,
     changed_parts,
     job_key_parts,
     labels_digest,
     plan_jobs,
+    refit_decision,
+    refit_jobs,
 )
 from taemi.folds import check_given_folds, folds_digest, read_folds
 from taemi.legacy import legacy_pack_name
@@ -238,23 +242,36 @@ class Planner:
 
             media = media_digest(self.data, endtoend, cfg.cache.dir)
         digest, labels = folds_digest(folds), labels_digest(self.data.labels)
-        planned, todo, waiting = {}, [], 0
-        for backbone in cfg.backbones_for(name):
-            keys = self.pack_keys(cfg, backbone, participants)
-            for job in (j for j in plan_jobs(cfg, name, folds) if j.backbone == backbone):
-                if keys is None:
-                    waiting += 1
-                    continue
-                parts = job_key_parts(cfg, job, keys, digest, labels, media)
-                planned[job.label] = stable_hash(parts)
-                done = job.folder(cfg.paths.models) / "done.json"
-                record = read_json(done) if done.is_file() else None
-                if record is None:
-                    todo.append((job.label, "not trained"))
-                elif record.get("fingerprint") != planned[job.label]:
-                    changed = changed_parts(record.get("parts"), parts)
-                    todo.append((job.label, ", ".join(changed)))
-        total = len(planned) + waiting
+        planned, todo, waiting, fold_keys = {}, [], 0, {}
+
+        def check(job: Job, parts: dict) -> None:
+            planned[job.label] = stable_hash(parts)
+            done = job.folder(cfg.paths.models) / "done.json"
+            record = read_json(done) if done.is_file() else None
+            if record is None:
+                todo.append((job.label, "not trained"))
+            elif record.get("fingerprint") != planned[job.label]:
+                todo.append((job.label, ", ".join(changed_parts(record.get("parts"), parts))))
+
+        keys = {b: self.pack_keys(cfg, b, participants) for b in cfg.backbones_for(name)}
+        for job in plan_jobs(cfg, name, folds):
+            if keys[job.backbone] is None:
+                waiting += 1
+                continue
+            parts = job_key_parts(cfg, job, keys[job.backbone], digest, labels, media)
+            fold_keys[job] = stable_hash(parts)
+            check(job, parts)
+        refits = refit_jobs(cfg, name, folds, fold_keys) if len(fold_keys) == \
+            len(plan_jobs(cfg, name, folds)) else []
+        for job in refits:
+            check(job, job_key_parts(cfg, job, keys[job.backbone], digest, labels, media))
+        if refit_decision(cfg, name, folds)["used"]:
+            made = {(j.backbone, j.seed) for j in refits}
+            for backbone, seed in dict.fromkeys((j.backbone, j.seed) for j in fold_keys):
+                if (backbone, seed) not in made:
+                    todo.append((Job(name, backbone, seed, REFIT).label,
+                                 "after its fold jobs"))
+        total = len(planned) + waiting + sum(r == "after its fold jobs" for _, r in todo)
         why = ""
         if waiting:
             why = f"{waiting} jobs wait for the participants"

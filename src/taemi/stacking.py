@@ -35,7 +35,7 @@ from taemi.config import Config, ConfigError, StackConfig
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matrix
 from taemi.experiment import labels_digest, open_packs, prediction_frame, stale_reason
 from taemi.folds import HOLDOUT, folds_digest, label_groups, training_rows
-from taemi.identity import file_digest
+from taemi.identity import file_digest, source_files_digest
 from taemi.metrics import score_table
 from taemi.participants import clip_means
 from taemi.progress import progress
@@ -158,8 +158,9 @@ class Level1:
     fold: np.ndarray
     oof: np.ndarray  # (N, members, 6)
     test_ids: list[str]
-    test: np.ndarray  # (T, members, 6): the fold models' mean
+    test: np.ndarray  # (T, members, 6): the fold models' mean, or the refit models'
     test_by_fold: np.ndarray  # (folds, T, members, 6): each fold model's own
+    refit: bool = False  # every member's test comes from models refit on every CV row
 
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         return self.oof.reshape(len(self.ids), -1), self.test.reshape(len(self.test_ids), -1)
@@ -210,7 +211,7 @@ def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
     cv_rows = folds[folds["fold"] != HOLDOUT].reset_index(drop=True)
     ids = cv_rows[ID_COLUMN].tolist()
     fold_numbers = sorted(cv_rows["fold"].unique())
-    oof, test, by_fold = [], [], []
+    oof, test, by_fold, refits = [], [], [], []
     members = _members(cfg, stack)
     for name, (folder, seed_dirs) in members.items():
         experiment = name.split("/")[0]
@@ -237,13 +238,16 @@ def load_level1(cfg: Config, stack: StackConfig, folds: pd.DataFrame,
         if absent:
             raise DataError(f"{folder / 'test.csv'} lacks test ids, e.g. {absent[:3]}")
         test.append(test_frame.loc[test_ids, list(TARGETS)].to_numpy())
-        if stack.test_inputs == "fold_models":
-            by_fold.append([_fold_test(name, seed_dirs, f, list(test_ids))
+        refits.append(bool((cv.get("refit") or {}).get("used")))
+        if stack.test_inputs == "fold_models":  # a refit member: its refit models for all
+            by_fold.append([test[-1] if refits[-1] else
+                            _fold_test(name, seed_dirs, f, list(test_ids))
                             for f in fold_numbers])
-    test_by_fold = (np.stack(by_fold, axis=2) if by_fold
+    refit = all(refits)
+    test_by_fold = (np.stack(by_fold, axis=2) if by_fold and not refit
                     else np.stack(test, axis=1)[None])  # (folds, T, members, 6)
     return Level1(list(members), ids, cv_rows["fold"].to_numpy(), np.stack(oof, axis=1),
-                  list(test_ids), np.stack(test, axis=1), test_by_fold)
+                  list(test_ids), np.stack(test, axis=1), test_by_fold, refit)
 
 
 def meta_features(data: ChallengeData, packs: dict[str, object], ids: list[str],
@@ -292,11 +296,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], folds: pd.DataFrame,
-                       test_ids: list[str], k: int) -> tuple[np.ndarray, list[np.ndarray]]:
+                       test_ids: list[str], k: int, refit: bool = False
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
     """`retrieval` for the CV rows `ids` (labels `y`): each fold's rows against the rows
     its fold model learnt from (`training_rows`: the other folds, less the rows that share
     a purge group with the fold, such as its seed videos), and the test once against each
-    fold's library (as each fold model's test predictions are made)."""
+    fold's library (as each fold model's test predictions are made), or, where the
+    members' test predictions come from refit models (`refit`), once against every CV row,
+    as those models learnt from them."""
     fold = folds.set_index(ID_COLUMN).loc[ids, "fold"].to_numpy()
     folds_here = np.unique(fold)
     position = pd.Index(ids)
@@ -310,9 +317,12 @@ def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], folds: pd.Dat
         for i, (k_fold, library) in enumerate(zip(folds_here, libraries, strict=True)):
             held = fold == k_fold
             column[held] = nearest_labels(cv_x[held], cv_x[library], y[library], k)
-            test_parts[i].append(nearest_labels(test_x, cv_x[library], y[library], k))
+            if not refit:
+                test_parts[i].append(nearest_labels(test_x, cv_x[library], y[library], k))
+        if refit:
+            test_parts[0].append(nearest_labels(test_x, cv_x, y, k))
         cv_parts.append(column)
-    return np.hstack(cv_parts), [np.hstack(parts) for parts in test_parts]
+    return np.hstack(cv_parts), [np.hstack(parts) for parts in test_parts if parts]
 
 
 # ----------------------------------------------------------------------------- nesting
@@ -359,9 +369,9 @@ def check_stack(cfg: Config) -> None:
 def stack_fingerprint(cfg: Config, stack: StackConfig, data: ChallengeData,
                       folds: pd.DataFrame, packs: dict[str, object] | None = None) -> str:
     """What the stack's outputs depend on, by content: its config, the stacker's parameters
-    (defaults included, so a changed default restacks), its members' predictions and the
-    jobs they were gathered from, the folds, the labels, and the inputs of its meta
-    features (the packs' keys, the transcripts)."""
+    (defaults included, so a changed default restacks) and code (this module, parsed),
+    its members' predictions and the jobs they were gathered from, the folds, the labels,
+    and the inputs of its meta features (the packs' keys, the transcripts)."""
     members = {}
     for name, (folder, _) in _members(cfg, stack).items():
         experiment = name.split("/")[0]
@@ -382,7 +392,7 @@ def stack_fingerprint(cfg: Config, stack: StackConfig, data: ChallengeData,
     # retrieval_k keys only stacks that retrieve: stacks from before it stay current
     unused = set() if "retrieval" in stack.meta_features else {"retrieval_k"}
     return stable_hash({"stack": stack.model_dump(mode="json", exclude=unused),
-                        "lightgbm": lightgbm,
+                        "lightgbm": lightgbm, "code": source_files_digest([__file__]),
                         "members": members, "folds": folds_digest(folds),
                         "labels": labels_digest(data.labels), "meta": meta})
 
@@ -451,7 +461,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     if "retrieval" in stack.meta_features:
         near, near_test = retrieval_features(
             retrieval_packs(cfg, data, stack), y, level1.ids, folds[folds["fold"] != HOLDOUT],
-            level1.test_ids, stack.retrieval_k)
+            level1.test_ids, stack.retrieval_k, level1.refit)
         if stack.test_inputs == "fold_models":  # fold k's inputs with fold k's library
             with_near = [np.hstack([inputs, t]) for inputs, t in zip(X_test, near_test,
                                                                      strict=True)]
