@@ -39,12 +39,12 @@ def table(rows: list[dict]) -> str:
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         epochs = "/".join(str(r[m]["epochs"][0]) if r[m]["epochs"] else "-" for m in MEMBERS)
-        seconds = sum(r[m]["refit_seconds"] for m in MEMBERS)
+        seconds = f"{sum(r[m]['refit_seconds'] for m in MEMBERS):.0f}" if r["refit"] else "-"
         lines.append(
             f"| {r['dataset']} | {r['recipe']} | {'on' if r['refit'] else 'off'} | "
             f"{r['rec-taemi']['share']:.0%} | "
             + " | ".join(f"{r[m]['test']:.3f}" for m in MEMBERS)
-            + f" | {epochs} | {seconds:.0f} | {r['ridge stack']['test']:.3f} | "
+            + f" | {epochs} | {seconds} | {r['ridge stack']['test']:.3f} | "
             f"{r['lightgbm stack']['cv']:.3f} | {r['lightgbm stack']['test']:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from taemi.data import TARGETS
 from taemi.experiment import plan_jobs
 from taemi.folds import read_folds
 from taemi.pipeline import open_data, train_experiments
+from taemi.robustness import robustness_key
 
 
 def mtimes(folder: Path) -> dict[str, int]:
@@ -209,6 +210,8 @@ def test_refit_predicts_the_test_in_the_fold_models_place(grid, tmp_path: Path) 
     assert again["refit"]["used"] and again["refit"]["why"] == "refit: true"
     assert set(again["refit"]["epochs"]) == {"t/vit-w2v/seed0/refit", "t/vit-w2v/seed1/refit"}
     assert again["heldout_test_folds"] == cv["heldout_test"]
+    # robustness scores the fold models: still current
+    assert robustness_key(models / "t") == robustness_key(cfg.paths.models / "t")
     assert again["heldout_test"] != cv["heldout_test"]
     data = open_data(refit)
     assert stale_reason(refit, "t", data, read_folds(cfg.folds.path)) is None

@@ -16,9 +16,11 @@ from taemi.artifacts import write_csv, write_json
 from taemi.config import StackConfig
 from taemi.data import TARGETS, DataError
 from taemi.folds import folds_digest, read_folds
+from taemi.metrics import score_table
 from taemi.participants import clip_means
 from taemi.pipeline import ensure_cache, ensure_folds, ensure_stack, open_data
 from taemi.stacking import (
+    METHODS,
     LGBMStacker,
     RidgeStacker,
     _unit,
@@ -345,3 +347,20 @@ def test_refit_members_feed_the_stack_their_refit_test(stack_cfg) -> None:
     assert set(cv_json["retrieval"]) == {"cv_with", "cv_without", "entered"}
     written = pd.read_csv(cfg.paths.ensembles / "s" / "test.csv", dtype={"Filename": str})
     assert written["Filename"].tolist() == test_ids and written[list(TARGETS)].notna().all().all()
+
+
+def test_method_cv_submits_the_candidate_with_the_highest_nested_cv(stack_cfg) -> None:
+    """`stack.method: cv`: the best of the four by nested CV, never by the test; each
+    member here is as good as the other, so a weight-free blend can beat a learnt one."""
+    cfg, folds, test_ids = stack_cfg
+    fake_experiment(cfg, "a", folds, test_ids, 1)
+    fake_experiment(cfg, "b", folds, test_ids, 2)
+    cfg = cfg.model_copy(update={"stack": cfg.stack.model_copy(update={"method": "cv"})})
+    cv = stack_fakes(cfg)
+    board = cv["leaderboard"]
+    ranked = sorted(METHODS.values(), key=lambda m: board[m]["cv"]["mean"])
+    assert cv["method"] == ranked[-1] and cv["overall"] == board[ranked[-1]]["cv"]
+    oof = pd.read_csv(cfg.paths.ensembles / "s" / "oof.csv", dtype={"Filename": str})
+    y = open_data(cfg).labels.set_index("Filename").loc[oof["Filename"], list(TARGETS)]
+    assert score_table(y.to_numpy(), oof[list(TARGETS)].to_numpy()) == pytest.approx(
+        board[ranked[-1]]["cv"])

@@ -102,7 +102,10 @@ def robustness_key(folder: Path) -> str | None:
     cv = folder / "cv.json"
     if not cv.is_file():
         return None
-    return stable_hash({"jobs": read_json(cv).get("jobs"), "v": ROBUSTNESS_VERSION})
+    jobs = read_json(cv).get("jobs")
+    if jobs:  # the refit models predict no OOF row: they are not what it scores
+        jobs = {label: key for label, key in jobs.items() if not label.endswith("/refit")}
+    return stable_hash({"jobs": jobs, "v": ROBUSTNESS_VERSION})
 
 
 def robustness_current(folder: Path) -> bool:

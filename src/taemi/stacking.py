@@ -40,7 +40,8 @@ from taemi.metrics import score_table
 from taemi.participants import clip_means
 from taemi.progress import progress
 
-# what `taemi stack` compares, in the order it prints them; `stack.method` picks one
+# what `taemi stack` compares, in the order it prints them; `stack.method` picks one, or
+# ("cv") the nested CV does
 METHODS = {"best": "best single", "mean": "mean blend", "ridge": "ridge stack",
            "lightgbm": "lightgbm stack"}
 
@@ -504,7 +505,8 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
             entry["heldout_test"] = score_table(labels_matrix(data.test_labels, level1.test_ids),
                                                 test)
         leaderboard[method] = entry
-    chosen = METHODS[stack.method]
+    chosen = METHODS.get(stack.method) or max(  # "cv": the nested CV chooses, not the test
+        METHODS.values(), key=lambda m: leaderboard[m]["cv"]["mean"])
     oof, test = candidates[chosen]
     write_csv(out / "oof.csv", prediction_frame(level1.ids, oof, level1.fold))
     write_csv(out / "test.csv", prediction_frame(level1.test_ids, test))
