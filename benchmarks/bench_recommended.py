@@ -1,5 +1,7 @@
 """The table of bench_recommended.sh: per dataset and recipe, each member's CV, test
-single and test mean, the stack's CV and test, the chosen recipe, wall time and memory."""
+single and test mean (the refit models' where they refit), what the stack submits (the
+method the nested CV picked) with its CV and test, the chosen recipe, and the wall time
+and memory of each run's first, whole `taemi run`."""
 
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ def row(ds: str, recipe: str) -> dict:
                      f"{cv['heldout_test']['mean']:.3f}")
         out[f"{name} gap"] = cv["overall"]["mean"] - cv["heldout_test_single"]
     stack = json.loads((ensembles / "recommended-stack" / "cv.json").read_text())
-    board = stack["leaderboard"]["lightgbm stack"]
+    board = stack["leaderboard"][stack["method"]]  # what the submission holds
+    out["stack"] = stack["method"]
     out["stack cv"], out["stack test"] = board["cv"]["mean"], board["heldout_test"]["mean"]
+    out["refit"] = ",".join(sorted({str(json.loads((models / m / "cv.json").read_text())
+                                        .get("refit", {}).get("used", False)) for m in MEMBERS}))
     out["chosen"] = ""
     tuned = json.loads((models / "rec-taemi" / "cv.json").read_text()).get("tuned")
     if tuned:  # the study the members trained with: its best.yaml is the recipe
@@ -44,7 +49,7 @@ def markdown(frame: pd.DataFrame) -> str:
 def main(folder: str) -> None:
     times = pd.read_csv(Path(folder) / "times.tsv", sep="\t", header=None,
                         names=["dataset", "recipe", "wall_s", "peak_kb"])
-    times = times.groupby(["dataset", "recipe"]).last().reset_index()  # the latest run
+    times = times.groupby(["dataset", "recipe"]).first().reset_index()  # the whole run
     rows = []
     for _, t in times.iterrows():
         r = row(t["dataset"], t["recipe"])

@@ -2,26 +2,24 @@
 # Refit on every labelled row, as the kit does it (`experiments.<name>.refit`), on and off,
 # over bench_recommended.sh's finished runs (scale 0.1, the three datasets), for the chosen
 # recipe and the kit's defaults, each stacked as configs/recommended.yaml stacks (LightGBM
-# with retrieval). The fold jobs are current: only the refit jobs train.
+# with retrieval, its LightGBM stack; `stack.method: cv` is read off their leaderboards).
+# The fold jobs are current: only the refit jobs train.
 #   bash benchmarks/bench_refit.sh          -> benchmarks/results/refit.md
 # Ends with each run as its config's `refit: auto` leaves it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/rb_runs.sh
 TAEMI=${TAEMI:-.venv/bin/taemi}
 PY=${PY:-.venv/bin/python}
 OUT=benchmarks/results/refit
 mkdir -p "$OUT"
 : > "$OUT/times.tsv"
-for spec in shared-s11:shared:11:0 disjoint-s11:disjoint:11:0 shared-s12-text1:shared:12:1; do
-  IFS=: read -r ds regime seed meaning <<< "$spec"; ds="$ds-x0.1"
+: > "$OUT/rows.jsonl"
+for spec in $RB_DATASETS; do
   for recipe in chosen defaults; do
-    args=(configs/recommended.yaml -q --set synth.scale=0.1 --set synth.seed="$seed"
-          --set synth.seed_videos="$regime" --set synth.text_meaning="$meaning"
-          --set data.root="data/rb-$ds" --set folds.path="folds/rb-$ds/folds.csv")
-    [ "$recipe" = defaults ] && args+=(--set tune=null)
-    for p in models ensembles submissions reports runs; do
-      args+=(--set "paths.$p=$p/rb-$ds/$recipe")
-    done
+    rb_args "$spec" 0.1 "$recipe"
+    args=("${ARGS[@]}" --set stack.method=lightgbm)
+    ds=$DS
     for mode in true false auto; do
       set_refit=()
       for m in rec-taemi rec-audio rec-fusion; do
