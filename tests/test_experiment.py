@@ -18,6 +18,7 @@ from taemi.data import TARGETS
 from taemi.experiment import plan_jobs
 from taemi.folds import read_folds
 from taemi.pipeline import open_data, train_experiments
+from taemi.report import leaderboard
 from taemi.robustness import robustness_key
 
 
@@ -215,6 +216,9 @@ def test_refit_predicts_the_test_in_the_fold_models_place(grid, tmp_path: Path) 
     assert again["heldout_test"] != cv["heldout_test"]
     data = open_data(refit)
     assert stale_reason(refit, "t", data, read_folds(cfg.folds.path)) is None
+    row = leaderboard(refit, data).set_index("entry").loc["t"]
+    assert row["status"] == "test mean: refit models (refit: true)"
+    assert row["test mean"] == again["heldout_test"]["mean"]
     assert train_experiments(refit, record=record) and record["trained"] == []
     (models / "t" / "vit-w2v" / "seed1" / "refit" / "done.json").unlink()
     assert "seed1/refit" in stale_reason(refit, "t", data, read_folds(cfg.folds.path))

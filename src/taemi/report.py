@@ -76,10 +76,13 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
 
 
 def _tuned_note(cv: dict) -> str:
-    tuned = cv.get("tuned")
-    if not tuned:
-        return ""
-    return f"tuned on rows of folds {tuned['saw_rows_of_folds']}"
+    """What the status column says of a current experiment: the folds its tuning saw, and
+    whether its test predictions are refit models'."""
+    tuned, refit = cv.get("tuned"), cv.get("refit") or {}
+    notes = [f"tuned on rows of folds {tuned['saw_rows_of_folds']}"] if tuned else []
+    if refit.get("used"):
+        notes.append(f"test mean: refit models ({refit['why']})")
+    return "; ".join(notes)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -122,8 +125,9 @@ def write_report(cfg: Config, data: ChallengeData) -> Path:
              "epoch was chosen on its own training rows (selection `inner`; `outer` marks "
              "the optimistic choice on the scored fold). It estimates **test single**, one "
              "fold model's score on the held-out test (mean over fold models). **test mean** "
-             "is what is submitted, the mean of the fold models, on the held-out test "
-             "(generated data only); averaging is worth the difference. No test label ever "
+             "is what is submitted, the mean of the fold models (or, where **status** says "
+             "so, of models refit on every labelled row), on the held-out test (generated "
+             "data only); averaging is worth the difference. No test label ever "
              "reaches a choice. A tuned experiment's **status** names the CV folds whose rows "
              "its tuning trials learnt from and were judged on: those folds' OOF scores saw "
              "that choice, so its CV there may be optimistic. **status** also marks entries "
