@@ -188,7 +188,25 @@ GATED = [n for n in BUILT_IN if "head" in model_parameters(n)]
 
 
 def test_every_model_with_an_mlp_head_offers_the_gate() -> None:
-    assert set(GATED) == set(BUILT_IN) - {"linear_audio"}
+    assert set(GATED) == set(BUILT_IN) - {"linear_audio", "taemi_prototypes"}
+
+
+def test_prototype_head_mixes_its_label_vectors() -> None:
+    """Each output is a convex mixture of the learnt vectors: inside their range per
+    target, and exactly one vector when its weight dominates."""
+    from taemi.models.prototypes import PrototypeHead
+
+    torch.manual_seed(0)
+    model = create_model("taemi_prototypes", dims=DIMS, prototypes=5, **SMALL).eval()
+    head = model.head
+    assert isinstance(head, PrototypeHead) and head.vectors.shape == (5, 6)
+    table = torch.sigmoid(head.vectors.detach())
+    out = model(make_batch())
+    assert ((out >= table.min(0).values - 1e-6) & (out <= table.max(0).values + 1e-6)).all()
+    with torch.no_grad():
+        head.weights[-1].weight.zero_()
+        head.weights[-1].bias.copy_(torch.tensor([0.0, 0.0, 40.0, 0.0, 0.0]))
+    torch.testing.assert_close(model(make_batch()), table[2].expand(6, 6))
 
 
 @pytest.mark.parametrize("name", GATED)

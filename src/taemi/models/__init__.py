@@ -11,14 +11,16 @@ feature width and step count (a role a backbone lacks has width 1 and is always 
 
 Every model with an MLP head takes `head`: "sigmoid" (the default) or "gate", the TAEMI
 authors' gate x intensity head (`layers.GateIntensityHead`). `taemi_paper` is TAEMI as
-its authors published it (`paper.py`); `taemi` is the kit's own variant (`taemi.py`).
+its authors published it (`paper.py`); `taemi` is the kit's own variant (`taemi.py`), and
+`taemi_prototypes` that TAEMI ending in a mixture over learnt label vectors
+(`prototypes.py`).
 
 A team's own model is a `@register_model` function in a file of its own, named in the
 config's `plugins:` (`taemi.plugins`), or in an installed package's `taemi.models` entry
 point; it is built, keyed, trained and stacked like these.
 """
 
-from taemi.models import baselines, paper, taemi  # noqa: F401  (registers the models)
+from taemi.models import baselines, paper, prototypes, taemi  # noqa: F401  (registers them)
 from taemi.models._registry import (
     ModelNameClash,
     ModelOutputError,
