@@ -13,26 +13,39 @@ from pathlib import Path
 
 
 def row(dataset: str, variant: str, models: Path, stack: Path) -> dict:
-    taemi = json.loads((models / ("rec-wide" if variant == "wider" else "rec-taemi") /
-                        "cv.json").read_text())
-    board = json.loads((stack / "cv.json").read_text())["leaderboard"]["lightgbm stack"]
+    member = {"wider": "rec-wide", "prototypes": "rec-protos"}.get(variant, "rec-taemi")
+    taemi = json.loads((models / member / "cv.json").read_text())
     return {"dataset": dataset, "variant": variant,
             "taemi_cv": taemi["overall"]["mean"], "taemi_test": taemi["heldout_test"]["mean"],
-            "stack_cv": board["cv"]["mean"], "stack_test": board["heldout_test"]["mean"]}
+            **stack_scores(stack)}
+
+
+def stack_scores(stack: Path) -> dict:
+    """What the stack submits (the method `stack.method: cv` picked) and the LightGBM
+    stack, CV and test."""
+    cv = json.loads((stack / "cv.json").read_text())
+    board, lightgbm = cv["leaderboard"][cv["method"]], cv["leaderboard"]["lightgbm stack"]
+    return {"method": cv["method"], "stack_cv": board["cv"]["mean"],
+            "stack_test": board["heldout_test"]["mean"], "lightgbm_cv": lightgbm["cv"]["mean"],
+            "lightgbm_test": lightgbm["heldout_test"]["mean"]}
 
 
 def table(rows: list[dict], times: dict[tuple[str, str], float]) -> str:
+    """Each variant's latest row; TAEMI's cells are the added member's for `wider` (the
+    wider TAEMI) and `prototypes` (taemi_prototypes)."""
+    rows = list({(r["dataset"], r["variant"]): r for r in rows}.values())
     base = {r["dataset"]: r for r in rows if r["variant"] == "base"}
-    lines = ["| dataset | variant | TAEMI CV / test | stack CV / test | stack test - base "
-             "| train minutes | test gain per minute |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+    lines = ["| dataset | variant | TAEMI CV / test | LightGBM stack CV / test | submits "
+             "| its CV / test | test - base | train minutes | test gain per minute |",
+             "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
     for r in rows:
         gain = r["stack_test"] - base[r["dataset"]]["stack_test"]
         minutes = times[(r["dataset"], r["variant"])] / 60
         per = f"{gain / minutes:+.4f}" if r["variant"] != "base" and minutes > 0.5 else ""
         lines.append(f"| {r['dataset']} | {r['variant']} | {r['taemi_cv']:.3f} / "
-                     f"{r['taemi_test']:.3f} | {r['stack_cv']:.3f} / {r['stack_test']:.3f} | "
-                     f"{gain:+.3f} | {minutes:.1f} | {per} |")
+                     f"{r['taemi_test']:.3f} | {r['lightgbm_cv']:.3f} / "
+                     f"{r['lightgbm_test']:.3f} | {r['method']} | {r['stack_cv']:.3f} / "
+                     f"{r['stack_test']:.3f} | {gain:+.3f} | {minutes:.1f} | {per} |")
     return "\n".join(lines) + "\n"
 
 

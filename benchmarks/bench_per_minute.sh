@@ -6,27 +6,25 @@
 #   seeds   TAEMI with seeds [0, 1, 2] (10 more fold jobs)
 #   logmel  every member on a second backbone, log-mel audio (15 more fold jobs)
 #   wider   TAEMI at d_model 128 against 64, in the stack in its place (5 more fold jobs)
-# Each variant is trained and stacked beside the base; the base is regathered last.
+#   prototypes  a fourth member, `taemi_prototypes` (TAEMI ending in a mixture over learnt
+#           label vectors: 5 more fold jobs)
+# Each variant is trained and stacked beside the base; the base is regathered last. Rows
+# append to results/per_minute/ (the table reads each variant's latest); VARIANTS and
+# DATASETS pick a subset (bench_recommended.sh's names: benchmarks/rb_runs.sh).
 #   bash benchmarks/bench_per_minute.sh      -> benchmarks/results/per_minute.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/rb_runs.sh
 TAEMI=${TAEMI:-.venv/bin/taemi}
 PY=${PY:-.venv/bin/python}
 OUT=benchmarks/results/per_minute
+VARIANTS=${VARIANTS:-"base seeds logmel wider prototypes"}
 mkdir -p "$OUT"
-: > "$OUT/times.tsv"
-: > "$OUT/rows.jsonl"
-DATASETS=${DATASETS:-"shared-s11:shared:11:0 disjoint-s11:disjoint:11:0"}
-for spec in $DATASETS; do
-  IFS=: read -r ds regime seed meaning <<< "$spec"; ds="$ds-x0.1"
-  args=(configs/recommended.yaml -q --set tune=null --set synth.scale=0.1
-        --set synth.seed="$seed" --set synth.seed_videos="$regime"
-        --set synth.text_meaning="$meaning" --set data.root="data/rb-$ds"
-        --set folds.path="folds/rb-$ds/folds.csv")
-  for p in models ensembles submissions reports runs; do
-    args+=(--set "paths.$p=$p/rb-$ds/defaults")
-  done
-  for variant in base seeds logmel wider; do
+for spec in ${DATASETS:-"shared-s11:shared:11:0 disjoint-s11:disjoint:11:0"}; do
+  rb_args "$spec" 0.1 defaults
+  args=("${ARGS[@]}")
+  ds=$DS
+  for variant in $VARIANTS; do
     extra=()
     case $variant in
       seeds) extra=(--set "experiments.rec-taemi.seeds=[0, 1, 2]") ;;
@@ -34,6 +32,8 @@ for spec in $DATASETS; do
       wider) extra=(--set "experiments.rec-wide={model: {name: taemi, head: gate, d_model: 128},
                     train: {loss: {mse: 1.0, pearson: 0.5, gate: 0.3}}}"
                     --set "stack.experiments=[rec-wide, rec-audio, rec-fusion]") ;;
+      prototypes) extra=(--set "experiments.rec-protos={model: {name: taemi_prototypes}}"
+                         --set "stack.experiments=[rec-taemi, rec-audio, rec-fusion, rec-protos]") ;;
     esac
     /usr/bin/time -f "$ds	$variant	%e	%M" -a -o "$OUT/times.tsv" \
       $TAEMI train "${args[@]}" "${extra[@]}" > "$OUT/$ds-$variant.log" 2>&1
