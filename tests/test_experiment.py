@@ -226,6 +226,12 @@ def test_refit_predicts_the_test_in_the_fold_models_place(grid, tmp_path: Path) 
     assert not entry.current and entry.details["to_train"] == ["t/vit-w2v/seed1/refit"]
     train_experiments(refit, record=record)
     assert record["trained"] == ["t/vit-w2v/seed1/refit"]
+    off = refit.model_copy(update={"experiments": {"t": exp.model_copy(
+        update={"refit": False})}})
+    assert not train_experiments(off)["t"]["refit"]["used"]  # gathered again, no training
+    assert not list(models.rglob("test_folds.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(models / "t" / "test.csv"),
+                                  pd.read_csv(cfg.paths.models / "t" / "test.csv"))
 
 
 def test_refit_auto_where_purged_folds_leave_the_fold_models_few_rows(grid) -> None:

@@ -458,6 +458,8 @@ def _write_level(folder: Path, parts: list[dict[str, pd.DataFrame]]) -> dict[str
     level = {kind: _mean([p[kind] for p in parts]) for kind in parts[0]}
     for kind, frame in level.items():
         write_csv(folder / f"{kind}.csv", frame)
+    if "test_folds" not in level:  # refit off since: the test is the fold models' again
+        (folder / "test_folds.csv").unlink(missing_ok=True)
     return level
 
 
