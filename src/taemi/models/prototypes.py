@@ -8,6 +8,11 @@ softmax over them, times a table of six sigmoid intensities each), so a clip tha
 like one seed video's clips can snap to that video's vector, and one between two gets a
 blend. The encoder is the kit's TAEMI (`taemi.models.taemi`); its own `head` is replaced.
 Its own module, so the other models' code, hence their jobs' keys, do not change with it.
+
+Measured at demo size (benchmarks/RESULTS.md, "per minute"): below TAEMI on every dataset
+and no gain to the stack; each fold model learns its own vectors, so the pooled OOF CV
+understates it (0.549 against a held-out test of 0.726 a fold model). An option to try,
+not a default.
 """
 
 from __future__ import annotations
