@@ -285,7 +285,10 @@ class Planner:
         current = not todo and not waiting and gathered == planned
         if not why and not current:
             why = "its jobs are done but not gathered"
-        self.add("experiment", f"{name} ({total} jobs)", None, current, why,
+        refit = sum(label.endswith("/refit") for label in planned) + \
+            sum(r == "after its fold jobs" for _, r in todo)
+        jobs = f"{total} jobs, {refit} of them refit" if refit else f"{total} jobs"
+        self.add("experiment", f"{name} ({jobs})", None, current, why,
                  {"to_train": [label for label, _ in todo]})
         if cfg.experiments[name].robustness:
             fresh = current and robustness_current(cfg.paths.models / name)
