@@ -3,6 +3,7 @@ release's code (from git) runs a tiny project, then today's kit runs it again.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,9 @@ KEYED_COMMIT = "8973a8c"  # the last kit before plugins, the waveform cache, rec
 
 
 def test_jobs_and_studies_of_the_last_kit_keep_their_keys(tmp_path: Path) -> None:
-    """What this round added (the registry's checks, plugins, new config keys with their
-    defaults) changes no built-in model's code digest and no study's tune part."""
+    """What later rounds added (the registry's checks, plugins, new config keys with their
+    defaults, new models in their own modules) changes no earlier built-in model's code
+    digest and no study's tune part."""
     try:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", KEYED_COMMIT, "src"],
                                  capture_output=True, check=True).stdout
@@ -106,9 +108,15 @@ from taemi.tuning import UNKEYED_TUNE_KEYS
 cfg = config_from_dict({"data": {"root": "."}, "experiments": {"t": {}},
                         "tune": {"experiment": "t"}})
 dump = cfg.tune.model_dump(mode="json", exclude=UNKEYED_TUNE_KEYS | {"choices", "start"})
-print([(n, model_code_digest(n)) for n in list_models()], stable_hash(dump))
+print(json.dumps({"models": {n: model_code_digest(n) for n in list_models()},
+                  "tune": stable_hash(dump)}))
 """
-    runs = [subprocess.run([sys.executable, "-c", script, str(src)], capture_output=True,
-                           text=True, timeout=120) for src in (tmp_path / "src", REPO / "src")]
+    runs = [subprocess.run([sys.executable, "-c", "import json\n" + script, str(src)],
+                           capture_output=True, text=True, timeout=120)
+            for src in (tmp_path / "src", REPO / "src")]
     assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
-    assert runs[0].stdout == runs[1].stdout
+    old, new = (json.loads(r.stdout) for r in runs)
+    assert old["tune"] == new["tune"]
+    # every model of the last kit keeps its digest; a model added since is new, not changed
+    assert {n: new["models"].get(n) for n in old["models"]} == old["models"]
+    assert "taemi" in old["models"] and len(new["models"]) > len(old["models"])
