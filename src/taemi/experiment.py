@@ -20,8 +20,8 @@ trained on every CV row for the median of their best epochs, and it predicts the
 (and holdout) in their place; `test_folds.csv` keeps the fold models' mean, and the OOF
 predictions, hence the CV and the stack's training rows, stay the fold models'. Where
 purge groups (seed videos) leave each fold model a small part of the CV rows, refit more
-than doubled the held-out test score; with plain folds it lost 0.02 to the fold models'
-mean (benchmarks/RESULTS.md, "Refit"), so `auto` refits where the fold models learn from
+than doubled the held-out test score; with plain folds the stack lost 0.005 to 0.007 by
+it (benchmarks/RESULTS.md, "Refit"), so `auto` refits where the fold models learn from
 under half the CV rows (`REFIT_BELOW`).
 """
 
@@ -38,7 +38,14 @@ import pandas as pd
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json
 from taemi.cache import PackedFeature, build_packed, participant_normalised
-from taemi.config import ROLES, UNKEYED_TRAIN_KEYS, Config, ConfigError, config_from_dict
+from taemi.config import (
+    ROLES,
+    UNKEYED_TRAIN_KEYS,
+    Config,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+)
 from taemi.data import ID_COLUMN, TARGETS, ChallengeData, labels_matrix, open_data
 from taemi.folds import (
     HOLDOUT,
@@ -135,7 +142,7 @@ def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
     return out
 
 
-def job_train(cfg: Config, job: Job):
+def job_train(cfg: Config, job: Job) -> TrainConfig:
     """The train settings a job runs with: a refit job's epochs, all of them run (it has no
     rows left to choose an epoch on)."""
     train = cfg.train_for(job.experiment)
