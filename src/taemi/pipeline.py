@@ -129,16 +129,18 @@ def train_experiments(cfg: Config, names: list[str] | None = None,
     for name in names:
         cfg.experiment_dir(name)  # an unknown name is an error before any work
     trained: list[str] = []
+    planned: dict = {}
     refitting = [name for name in names if refit_decision(cfg, name, folds)["used"]]
-    for wave in ("fold", "refit"):  # a refit job is planned once its fold jobs are done
-        if wave == "refit" and not refitting:
-            break
-        planned = {job: fingerprint for name in names
-                   for job, fingerprint in job_fingerprints(cfg, name, data, folds).items()}
-        jobs = [job for job, fingerprint in planned.items()
+    # a refit job is planned once its fold jobs are done: a second wave, of those only
+    for wave, wave_names in (("fold", names), ("refit", refitting)):
+        fresh = {job: fingerprint for name in wave_names
+                 for job, fingerprint in job_fingerprints(cfg, name, data, folds).items()
+                 if job not in planned}
+        planned.update(fresh)
+        jobs = [job for job, fingerprint in fresh.items()
                 if not is_done(job.folder(cfg.paths.models), fingerprint)]
-        if wave == "fold" and len(jobs) < len(planned):
-            echo(f"{len(planned) - len(jobs)} of {len(planned)} jobs are done and current: "
+        if wave == "fold" and len(jobs) < len(fresh):
+            echo(f"{len(fresh) - len(jobs)} of {len(fresh)} jobs are done and current: "
                  "skipped")
         if jobs:
             EXECUTORS[executor or cfg.executor](cfg.resolved(), jobs)
