@@ -23,6 +23,7 @@ from taemi.stacking import (
     METHODS,
     LGBMStacker,
     RidgeStacker,
+    SelectedBlend,
     _unit,
     leaderboard_table,
     load_level1,
@@ -165,12 +166,33 @@ def test_stack_writes_ensemble_and_leaderboard(stack_cfg) -> None:
     assert sorted(oof["Filename"]) == sorted(folds["Filename"])
     assert pd.read_csv(out / "test.csv", dtype={"Filename": str})["Filename"].tolist() == test_ids
     table = leaderboard_table(cv)
-    assert list(table.index) == ["best single", "mean blend", "ridge stack", "lightgbm stack"]
+    assert list(table.index) == ["best single", "mean blend", "selected blend", "ridge stack",
+                                 "lightgbm stack"]
     assert "test_mean" in table.columns  # generated data: held-out test labels are known
     assert table.loc["mean blend", "cv_mean"] > table.loc["best single", "cv_mean"]
     assert cv["members"] == ["a/vit-w2v", "b/vit-w2v"]
+    assert list(cv["selected_weights"]) == cv["members"]
+    assert sum(cv["selected_weights"].values()) == pytest.approx(1.0, abs=1e-3)
     stamp = (out / "cv.json").stat().st_mtime_ns
     assert stack_fakes(cfg) == cv and (out / "cv.json").stat().st_mtime_ns == stamp
+
+
+def test_selected_blend_keeps_the_members_that_raise_the_blend() -> None:
+    """Two noisy copies of the truth and one unrelated member: the selection weighs the
+    two and leaves the third out, and so beats the plain mean; its weights sum to 1."""
+    rng = np.random.default_rng(0)
+    y = rng.random((400, 6))
+    members = np.stack([y + rng.normal(0, 0.3, y.shape), y + rng.normal(0, 0.3, y.shape),
+                        rng.random(y.shape)], axis=1)
+    X = members.reshape(len(y), -1)
+    blend = SelectedBlend(n_members=3).fit(X, y)
+    assert blend.weights_[2] == 0 and blend.weights_[:2].min() > 0
+    assert blend.weights_.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(blend.predict(X), members[:, 0] * blend.weights_[0]
+                               + members[:, 1] * blend.weights_[1])
+    assert score_table(y, blend.predict(X))["mean"] > score_table(y, members.mean(axis=1))["mean"]
+    with_meta = np.hstack([X, rng.random((len(y), 4))])  # meta columns after the members
+    np.testing.assert_array_equal(SelectedBlend(3).fit(with_meta, y).weights_, blend.weights_)
 
 
 def test_a_changed_stacker_default_restacks(stack_cfg, monkeypatch) -> None:

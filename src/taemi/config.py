@@ -263,8 +263,10 @@ class StackConfig(Section):
     name: Name
     experiments: list[str] = Field(min_length=1)
     level: Literal["experiment", "backbone"] = "backbone"  # one member per experiment/backbone
-    # what oof/test.csv hold; "cv": whichever of the four has the highest nested CV
-    method: Literal["lightgbm", "ridge", "mean", "best", "cv"] = "lightgbm"
+    # what oof/test.csv hold: the LightGBM or ridge stack, the mean blend, the "select"ed
+    # blend (members chosen greedily, weights their counts), the best single member; "cv":
+    # whichever of the five has the highest nested CV
+    method: Literal["lightgbm", "ridge", "select", "mean", "best", "cv"] = "lightgbm"
     # per-clip context for the LightGBM trees; `retrieval`: for each modality of the first
     # member's first backbone (normalised where it is), the similarity-weighted labels of
     # a clip's `retrieval_k` nearest labelled clips outside its fold, and the nearest one's

@@ -85,6 +85,11 @@ class Job:
     def label(self) -> str:
         return f"{self.experiment}/{self.backbone}/seed{self.seed}/{self.part}"
 
+    @staticmethod
+    def is_refit_label(label: str) -> bool:
+        """Whether a job label (cv.json `jobs`, a plan's) names a refit job."""
+        return label.endswith("/refit")
+
     @property
     def train_seed(self) -> int:
         return self.seed * 1000 + (999 if self.fold == REFIT else self.fold)

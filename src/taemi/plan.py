@@ -285,7 +285,7 @@ class Planner:
         current = not todo and not waiting and gathered == planned
         if not why and not current:
             why = "its jobs are done but not gathered"
-        refit = sum(label.endswith("/refit") for label in planned) + \
+        refit = sum(Job.is_refit_label(label) for label in planned) + \
             sum(r == "after its fold jobs" for _, r in todo)
         jobs = f"{total} jobs, {refit} of them refit" if refit else f"{total} jobs"
         self.add("experiment", f"{name} ({jobs})", None, current, why,

@@ -61,7 +61,9 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
         stack = read_json(folder / "cv.json")
         stale = stack_stale_reason(cfg, data, folds) if folds is not None else "no folds"
         for method in METHODS.values():
-            entry = stack["leaderboard"][method]
+            entry = stack["leaderboard"].get(method)
+            if entry is None:  # a stack from before the method existed
+                continue
             label = f"{method} ({stack['best_single']})" if method == "best single" else method
             row = _row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
                        folder if method == stack["method"] else None)

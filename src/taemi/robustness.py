@@ -17,7 +17,7 @@ import pandas as pd
 from taemi.artifacts import read_json, remove_stale_temporaries, stable_hash, write_csv, write_json
 from taemi.config import ROLES, Config, config_from_dict
 from taemi.data import ID_COLUMN, TARGETS, labels_matrix, open_data
-from taemi.experiment import experiment_folds, fold_model, open_packs, plan_jobs
+from taemi.experiment import Job, experiment_folds, fold_model, open_packs, plan_jobs
 from taemi.folds import read_folds
 from taemi.metrics import score_table
 from taemi.plots import bar_chart
@@ -104,7 +104,7 @@ def robustness_key(folder: Path) -> str | None:
         return None
     jobs = read_json(cv).get("jobs")
     if jobs:  # the refit models predict no OOF row: they are not what it scores
-        jobs = {label: key for label, key in jobs.items() if not label.endswith("/refit")}
+        jobs = {label: key for label, key in jobs.items() if not Job.is_refit_label(label)}
     return stable_hash({"jobs": jobs, "v": ROBUSTNESS_VERSION})
 
 

@@ -10,14 +10,16 @@ out-of-fold score is honest. A member's OOF row comes from one fold model, so by
 model's test predictions in turn, and the test prediction is the mean of all those: trees
 see the kind of inputs they learnt from, not the smoother fold-model mean. Every
 experiment in a stack must have been trained on the same folds file: a mismatch, or a
-missing OOF row, is an error. Best single model, mean blend, ridge stack and LightGBM
-stack are reported side by side. Stack outputs are not clipped: clipping changes Pearson,
-and the submission maps each target into [0, 1] by an increasing affine map instead.
+missing OOF row, is an error. Best single model, mean blend, selected blend (greedy member
+selection), ridge stack and LightGBM stack are reported side by side. Stack outputs are
+not clipped: clipping changes Pearson, and the submission maps each target into [0, 1] by
+an increasing affine map instead.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +38,14 @@ from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matr
 from taemi.experiment import labels_digest, open_packs, prediction_frame, stale_reason
 from taemi.folds import HOLDOUT, folds_digest, label_groups, training_rows
 from taemi.identity import file_digest, source_files_digest
-from taemi.metrics import score_table
+from taemi.metrics import ConstantColumnWarning, mean_pearson, score_table
 from taemi.participants import clip_means
 from taemi.progress import progress
 
 # what `taemi stack` compares, in the order it prints them; `stack.method` picks one, or
 # ("cv") the nested CV does
-METHODS = {"best": "best single", "mean": "mean blend", "ridge": "ridge stack",
-           "lightgbm": "lightgbm stack"}
+METHODS = {"best": "best single", "mean": "mean blend", "select": "selected blend",
+           "ridge": "ridge stack", "lightgbm": "lightgbm stack"}
 
 
 class LGBMStacker(BaseEstimator, RegressorMixin):
@@ -145,6 +147,49 @@ class RidgeStacker(BaseEstimator, RegressorMixin):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.ridge_.predict(X)
+
+
+class SelectedBlend(BaseEstimator, RegressorMixin):
+    """A weighted mean of the members chosen by greedy forward selection with replacement
+    (Caruana et al., 2004): each step adds the member that most raises the blend's mean
+    Pearson on the rows it is fitted on, and it stops when none does.
+
+    Why: the mean blend is the best stack where the OOF rows describe the submitted
+    models poorly (refit members), but one weak member (a log-mel backbone) drags it down;
+    a learnt weight per member and target overfits the same rows. Selection keeps the
+    weights few and non-negative. X holds `n_members` blocks of the six targets.
+    """
+
+    def __init__(self, n_members: int, max_steps: int = 25) -> None:
+        self.n_members = n_members
+        self.max_steps = max_steps
+
+    def _blocks(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return X[:, :self.n_members * len(TARGETS)].reshape(len(X), self.n_members, -1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+            ) -> SelectedBlend:
+        members = self._blocks(X)
+        counts = np.zeros(self.n_members)
+        total = np.zeros_like(members[:, 0])
+        score = -np.inf
+        for step in range(1, self.max_steps + 1):
+            with warnings.catch_warnings():  # a constant member scores 0, as the metric says
+                warnings.simplefilter("ignore", ConstantColumnWarning)
+                gains = [mean_pearson(y, (total + members[:, j]) / step)
+                         for j in range(self.n_members)]
+            j = int(np.argmax(gains))
+            if gains[j] <= score + 1e-6:
+                break
+            counts[j] += 1
+            total += members[:, j]
+            score = gains[j]
+        self.weights_ = counts / counts.sum()
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.einsum("nmt,m->nt", self._blocks(X), self.weights_)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -331,16 +376,19 @@ def retrieval_features(packs: dict, y: np.ndarray, ids: list[str], folds: pd.Dat
 
 def nested_predictions(make: Callable[[], BaseEstimator], X: np.ndarray, y: np.ndarray,
                        fold: np.ndarray, X_test: list[np.ndarray], groups: np.ndarray,
-                       desc: str = "stack") -> tuple[np.ndarray, np.ndarray]:
+                       desc: str = "stack", fitted: list | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """OOF predictions of stackers fitted on the other folds; test = the mean of every
     stacker's prediction from every test input in `X_test` (`Level1.fold_features`, or
-    one array: the fold models' mean)."""
+    one array: the fold models' mean). `fitted`, if given, receives each fold's stacker."""
     oof = np.zeros_like(y, dtype=np.float64)
     test = np.zeros((len(X_test[0]), y.shape[1]))
     folds = np.unique(fold)
     for k in progress(folds, desc=desc, unit="fold", leave=False):
         train, held = fold != k, fold == k
         model = make().fit(X[train], y[train], groups=groups[train])
+        if fitted is not None:
+            fitted.append(model)
         oof[held] = model.predict(X[held])
         for inputs in X_test:
             test += model.predict(inputs) / (len(folds) * len(X_test))
@@ -478,6 +526,13 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     i_best = level1.names.index(best)
     candidates["best single"] = (level1.oof[:, i_best], level1.test[:, i_best])
     candidates["mean blend"] = (level1.oof.mean(axis=1), level1.test.mean(axis=1))
+    selectors: list[SelectedBlend] = []
+    candidates["selected blend"] = nested_predictions(
+        lambda: SelectedBlend(len(level1.names)), X[:, :n_predictions], y, level1.fold,
+        [inputs[:, :n_predictions] for inputs in X_test], groups, "selection", selectors)
+    # the test is linear in the weights: it is the mean fold selector's blend
+    selected = dict(zip(level1.names, np.mean([s.weights_ for s in selectors], axis=0)
+                        .round(4).tolist(), strict=True))
     candidates["ridge stack"] = nested_predictions(
         lambda: RidgeStacker(stack.ridge_alpha, stack.ridge_positive), X[:, :n_predictions],
         y, level1.fold, [inputs[:, :n_predictions] for inputs in X_test], groups, "ridge")
@@ -514,6 +569,7 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
           "best_single": best, "folds_file": str(cfg.folds.path),
           "folds_digest": folds_digest(folds), "overall": leaderboard[chosen]["cv"],
           "leaderboard": leaderboard, "member_scores": member_scores, "retrieval": retrieval,
+          "selected_weights": selected,
           "fingerprint": fingerprint}
     write_json(out / "config.json", cfg.public())
     write_json(out / "cv.json", cv)
@@ -524,7 +580,9 @@ def leaderboard_table(cv: dict) -> pd.DataFrame:
     """The stack's methods side by side: CV (and held-out test) mean Pearson."""
     rows = []
     for method in METHODS.values():
-        entry = cv["leaderboard"][method]
+        entry = cv["leaderboard"].get(method)
+        if entry is None:  # a stack from before the method existed
+            continue
         row = {"method": method, "cv_mean": entry["cv"]["mean"]}
         if "heldout_test" in entry:
             row["test_mean"] = entry["heldout_test"]["mean"]
