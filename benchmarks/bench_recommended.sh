@@ -7,6 +7,7 @@
 # recipe or candidate was chosen on (the demo's generator seed is 0, the levers' full data
 # seed 0).
 #   bash benchmarks/bench_recommended.sh [SCALE]     -> benchmarks/results/recommended.md
+# RECIPES (default "chosen defaults fixed plain") and DATASETS (rb_runs.sh) pick the runs.
 # Resumable: a finished run is current and is not trained again. times.tsv keeps each
 # run's first (whole) time: delete it to time again from scratch.
 set -euo pipefail
@@ -18,10 +19,10 @@ SCALE=${1:-0.1}
 OUT=benchmarks/results/recommended
 mkdir -p "$OUT"
 for spec in $RB_DATASETS; do
-  for recipe in chosen defaults fixed; do
+  for recipe in ${RECIPES:-chosen defaults fixed plain}; do
     rb_args "$spec" "$SCALE" "$recipe"
     # the kit never replaces a submission with other predictions: a benchmark's is rewritten
-    rm -f "submissions/rb-$DS/$recipe/recommended.csv"
+    rm -f "submissions/rb-$DS/$recipe/"*.csv
     /usr/bin/time -f "$DS	$recipe	%e	%M" -a -o "$OUT/times.tsv" $TAEMI run "${ARGS[@]}" \
       > "$OUT/$DS-$recipe.log" 2>&1 || { echo "$DS $recipe failed: $OUT/$DS-$recipe.log"; exit 1; }
   done

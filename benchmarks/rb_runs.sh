@@ -6,12 +6,14 @@ RB_DATASETS=${DATASETS:-"shared-s11:shared:11:0 disjoint-s11:disjoint:11:0 share
 # rb_args SPEC SCALE RECIPE sets DS (the dataset's name at that scale) and ARGS:
 # configs/recommended.yaml on it, its artifacts under <kind>/rb-DS/RECIPE, and RECIPE's
 # training: chosen (the file's search), defaults (the kit's train defaults) or fixed (the
-# recipe the file fixed before: 7 epochs, batch 256, lr 3e-3, patience 3).
+# recipe the file fixed before: 7 epochs, batch 256, lr 3e-3, patience 3); or plain,
+# benchmarks/plain_defaults.yaml (the kit's plain defaults: other members, its own stack).
 rb_args() {
-  local name regime seed meaning p
+  local name regime seed meaning p file=configs/recommended.yaml
   IFS=: read -r name regime seed meaning <<< "$1"
   DS="$name-x$2"
-  ARGS=(configs/recommended.yaml -q --set synth.scale="$2" --set synth.seed="$seed"
+  [[ $3 == plain ]] && file=benchmarks/plain_defaults.yaml
+  ARGS=("$file" -q --set synth.scale="$2" --set synth.seed="$seed"
         --set synth.seed_videos="$regime" --set synth.text_meaning="$meaning"
         --set data.root="data/rb-$DS" --set folds.path="folds/rb-$DS/folds.csv")
   for p in models ensembles submissions reports runs; do
