@@ -61,6 +61,8 @@ def main(folder: str) -> None:
     times = times.groupby(["dataset", "recipe"]).first().reset_index()  # the whole run
     rows = []
     for _, t in times.iterrows():
+        if not Path(f"models/rb-{t['dataset']}/{t['recipe']}").is_dir():
+            continue  # timed on another machine or checkout: its models are not here
         r = row(t["dataset"], t["recipe"])
         r["wall"] = f"{t['wall_s'] / 60:.1f} min"
         r["peak"] = f"{t['peak_kb'] / 1e6:.1f} GB"
