@@ -27,7 +27,7 @@ from taemi.identity import file_digest
 from taemi.plan import run_config
 from taemi.plots import grouped_bars, oof_scatter
 from taemi.robustness import robustness_current
-from taemi.stacking import METHODS, stack_stale_reason
+from taemi.stacking import leaderboard_entries, stack_stale_reason
 
 
 def _row(name: str, kind: str, cv: dict | None, test: dict | None, folder: Path | None,
@@ -60,10 +60,7 @@ def leaderboard(cfg: Config, data: ChallengeData) -> pd.DataFrame:
         folder = cfg.paths.ensembles / cfg.stack.name
         stack = read_json(folder / "cv.json")
         stale = stack_stale_reason(cfg, data, folds) if folds is not None else "no folds"
-        for method in METHODS.values():
-            entry = stack["leaderboard"].get(method)
-            if entry is None:  # a stack from before the method existed
-                continue
+        for method, entry in leaderboard_entries(stack):
             label = f"{method} ({stack['best_single']})" if method == "best single" else method
             row = _row(label, "ensemble", entry["cv"], entry.get("heldout_test"),
                        folder if method == stack["method"] else None)

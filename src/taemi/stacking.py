@@ -576,13 +576,16 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
     return cv
 
 
+def leaderboard_entries(cv: dict) -> list[tuple[str, dict]]:
+    """A stack's cv.json leaderboard in METHODS order, less the methods added since it
+    was stacked."""
+    return [(m, cv["leaderboard"][m]) for m in METHODS.values() if m in cv["leaderboard"]]
+
+
 def leaderboard_table(cv: dict) -> pd.DataFrame:
     """The stack's methods side by side: CV (and held-out test) mean Pearson."""
     rows = []
-    for method in METHODS.values():
-        entry = cv["leaderboard"].get(method)
-        if entry is None:  # a stack from before the method existed
-            continue
+    for method, entry in leaderboard_entries(cv):
         row = {"method": method, "cv_mean": entry["cv"]["mean"]}
         if "heldout_test" in entry:
             row["test_mean"] = entry["heldout_test"]["mean"]
