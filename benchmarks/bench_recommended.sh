@@ -7,7 +7,8 @@
 # recipe or candidate was chosen on (the demo's generator seed is 0, the levers' full data
 # seed 0).
 #   bash benchmarks/bench_recommended.sh [SCALE]     -> benchmarks/results/recommended.md
-# RECIPES (default "chosen defaults fixed plain") and DATASETS (rb_runs.sh) pick the runs.
+# RECIPES (default "chosen defaults fixed plain") and DATASETS (rb_runs.sh) pick the runs;
+# OUT (logs and times) and TABLE move what it writes (as bench_inner_split.sh does).
 # Resumable: a finished run is current and is not trained again. times.tsv keeps each
 # run's first (whole) time: delete it to time again from scratch.
 set -euo pipefail
@@ -16,7 +17,8 @@ source benchmarks/rb_runs.sh
 TAEMI=${TAEMI:-.venv/bin/taemi}
 PY=${PY:-.venv/bin/python}
 SCALE=${1:-0.1}
-OUT=benchmarks/results/recommended
+OUT=${OUT:-benchmarks/results/recommended}
+TABLE=${TABLE:-benchmarks/results/recommended.md}
 mkdir -p "$OUT"
 for spec in $RB_DATASETS; do
   for recipe in ${RECIPES:-chosen defaults fixed plain}; do
@@ -27,5 +29,5 @@ for spec in $RB_DATASETS; do
       > "$OUT/$DS-$recipe.log" 2>&1 || { echo "$DS $recipe failed: $OUT/$DS-$recipe.log"; exit 1; }
   done
 done
-$PY benchmarks/bench_recommended.py "$OUT" > benchmarks/results/recommended.md
-cat benchmarks/results/recommended.md
+$PY benchmarks/bench_recommended.py "$OUT" > "$TABLE"
+cat "$TABLE"
