@@ -24,5 +24,6 @@ OUT="$OUT/participant" TABLE=/dev/null bash benchmarks/bench_recommended.sh 0.1
 # the editable install points at this tree's src: the worktree's own code goes first
 (cd "$THERE" && PYTHONPATH="$PWD/src" OUT="$OUT/seed-video" TABLE=/dev/null \
    bash benchmarks/bench_recommended.sh 0.1)
-.venv/bin/python benchmarks/bench_inner_split.py . "$THERE" > benchmarks/results/inner_split.md
+.venv/bin/python benchmarks/bench_compare.py participant:.:chosen "seed video:$THERE:chosen" \
+  participant:.:defaults "seed video:$THERE:defaults" > benchmarks/results/inner_split.md
 cat benchmarks/results/inner_split.md

@@ -1,8 +1,10 @@
-"""The table of bench_inner_split.sh: the same runs with the inner selection split by
-participant (the kit's rule) and by seed video (the patched worktree), per dataset and
-recipe: TAEMI's fold models' best epochs and the refit epochs they gave, the search's
-best inner objective against TAEMI's CV (how much the split overstates), each member's
-CV / test single / submitted test, and what the stack submits with its CV and test."""
+"""Runs of the recommended file side by side, each side a tree and a recipe (bench_inner_split.sh:
+the inner split by participant and by seed video; bench_epochs40.sh: 20 and 40 epochs),
+per dataset with seed videos disjoint: TAEMI's fold models' best epochs and the refit
+epochs they gave, the search's best inner objective against TAEMI's CV (how much the
+inner split overstates), each member's CV / test single / submitted test, and what the
+stack submits with its CV and test.
+    python benchmarks/bench_compare.py LABEL:TREE:RECIPE [LABEL:TREE:RECIPE ...]"""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
-MEMBERS = {"rec-taemi": "TAEMI", "rec-audio": "audio", "rec-fusion": "fusion"}
+from bench_recommended import MEMBERS, markdown
 
 
 def read(path: Path) -> dict:
@@ -24,9 +25,9 @@ def row(tree: Path, side: str, ds: str, recipe: str) -> dict | None:
     stack_path = ensembles / "recommended-stack" / "cv.json"
     if not stack_path.is_file():
         return None
-    out: dict = {"dataset": ds, "recipe": recipe, "split": side}
-    taemi = models / "rec-taemi"
-    best = sorted(read(f)["best_epoch"] for f in taemi.glob("*/seed0/fold[0-9]/done.json"))
+    out: dict = {"dataset": ds, "side": side}
+    best = sorted(read(f)["best_epoch"]
+                  for f in (models / "rec-taemi").glob("*/seed0/fold[0-9]/done.json"))
     out["TAEMI best epochs"] = " ".join(map(str, best))
     cvs = {m: read(models / m / "cv.json") for m in MEMBERS}
     out["refit epochs (T/A/F)"] = "/".join(
@@ -49,22 +50,15 @@ def row(tree: Path, side: str, ds: str, recipe: str) -> dict | None:
     return out
 
 
-def main(participant: str, seed_video: str) -> None:
-    rows = []
-    for ds_folder in sorted(Path(seed_video, "models").glob("rb-disjoint-*")):
-        ds = ds_folder.name.removeprefix("rb-")
-        for recipe in ("chosen", "defaults"):
-            for side, tree in (("participant", Path(participant)),
-                               ("seed video", Path(seed_video))):
-                got = row(tree, side, ds, recipe)
-                if got:
-                    rows.append(got)
-    frame = pd.DataFrame(rows)
+def main(sides: list[str]) -> None:
+    parsed = [side.split(":") for side in sides]
+    datasets = sorted({p.name.removeprefix("rb-") for _, tree, _ in parsed
+                       for p in Path(tree, "models").glob("rb-disjoint-*")})
+    rows = [got for ds in datasets for label, tree, recipe in parsed
+            if (got := row(Path(tree), f"{label} ({recipe})", ds, recipe))]
     print("member cells: CV / test single / submitted test (the refit model's)\n")
-    lines = [" | ".join(frame.columns), " | ".join("---" for _ in frame.columns)]
-    lines += [" | ".join(map(str, r)) for r in frame.itertuples(index=False)]
-    print("\n".join(f"| {line} |" for line in lines))
+    print(markdown(pd.DataFrame(rows)))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1:])
