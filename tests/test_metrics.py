@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from taemi.metrics import ConstantColumnWarning, mean_pearson, pearson_per_target, score_table
+from taemi.metrics import (
+    ConstantColumnWarning,
+    fold_scores,
+    mean_pearson,
+    paired_gap,
+    pearson_per_target,
+    score_table,
+)
 
 
 def test_equals_scipy_column_by_column() -> None:
@@ -60,3 +67,27 @@ def test_non_finite_input_is_refused_clearly() -> None:
     with pytest.raises(DataError, match=r"predictions hold 1 non-finite values \(first in "
                                         r"row 7, 'Joy'\)"):
         mean_pearson(y, pred)
+
+
+def test_fold_scores_score_each_fold_alone() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random((60, 6))
+    pred = y + rng.normal(0, 0.3, y.shape)
+    fold = np.repeat([2, 0, 1], 20)
+    pred[fold == 1] = rng.random((20, 6))  # one fold of noise: its score alone falls
+    scores = fold_scores(y, pred, fold)
+    assert list(scores) == ["0", "1", "2"]
+    for f in (0, 1, 2):
+        assert scores[str(f)] == pytest.approx(mean_pearson(y[fold == f], pred[fold == f]))
+    assert scores["1"] < 0.5 < min(scores["0"], scores["2"])
+
+
+def test_paired_gap_is_the_mean_fold_difference_with_its_standard_error() -> None:
+    ahead = {"0": 0.80, "1": 0.70, "2": 0.90}
+    behind = {"0": 0.78, "1": 0.71, "2": 0.84}
+    gap = paired_gap(ahead, behind)
+    diffs = np.array([0.02, -0.01, 0.06])
+    assert gap["mean"] == pytest.approx(diffs.mean())
+    assert gap["se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+    assert paired_gap(ahead, ahead) == {"mean": 0.0, "se": 0.0}
+    assert paired_gap({"0": 0.5}, {"0": 0.4})["se"] == 0.0  # one fold: no spread to measure

@@ -170,6 +170,14 @@ def test_stack_writes_ensemble_and_leaderboard(stack_cfg) -> None:
                                  "lightgbm stack"]
     assert "test_mean" in table.columns  # generated data: held-out test labels are known
     assert table.loc["mean blend", "cv_mean"] > table.loc["best single", "cv_mean"]
+    # each candidate's per-fold scores, and how far it trails the pick fold by fold
+    pick = cv["leaderboard"][cv["method"]]
+    assert sorted(pick["cv_folds"]) == sorted(str(f) for f in folds["fold"].unique() if f >= 0)
+    assert table.loc[cv["method"], "behind_pick"] == 0.0
+    single = cv["leaderboard"]["best single"]
+    assert single["behind_pick"]["mean"] == pytest.approx(
+        np.mean([pick["cv_folds"][f] - single["cv_folds"][f] for f in pick["cv_folds"]]))
+    assert single["behind_pick"]["se"] > 0
     assert cv["members"] == ["a/vit-w2v", "b/vit-w2v"]
     assert list(cv["selected_weights"]) == cv["members"]
     assert sum(cv["selected_weights"].values()) == pytest.approx(1.0, abs=1e-3)

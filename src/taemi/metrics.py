@@ -62,3 +62,21 @@ def score_table(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Per-target and mean Pearson as a flat dict (what cv.json files hold)."""
     r = pearson_per_target(y_true, y_pred)
     return {"mean": float(r.mean()), **{t: float(v) for t, v in zip(TARGETS, r, strict=True)}}
+
+
+def fold_scores(y_true: np.ndarray, y_pred: np.ndarray, fold: np.ndarray) -> dict[str, float]:
+    """The challenge score within each fold of out-of-fold predictions, keyed by the fold
+    number as text (as cv.json keeps it): how much a score moves from fold to fold, which
+    one pooled CV score cannot say."""
+    fold = np.asarray(fold)
+    return {str(f): mean_pearson(y_true[fold == f], y_pred[fold == f])
+            for f in np.unique(fold)}
+
+
+def paired_gap(ahead: dict[str, float], behind: dict[str, float]) -> dict[str, float]:
+    """How far `behind` trails `ahead`, fold by fold: the mean of the per-fold differences
+    and its standard error (0 with one fold). A gap within about one standard error is
+    fold-to-fold noise, not a lead."""
+    diffs = np.array([ahead[f] - behind[f] for f in ahead])
+    se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+    return {"mean": float(diffs.mean()), "se": se}

@@ -38,7 +38,13 @@ from taemi.data import ID_COLUMN, TARGETS, ChallengeData, DataError, labels_matr
 from taemi.experiment import labels_digest, open_packs, prediction_frame, stale_reason
 from taemi.folds import HOLDOUT, folds_digest, label_groups, training_rows
 from taemi.identity import file_digest, source_files_digest
-from taemi.metrics import ConstantColumnWarning, mean_pearson, score_table
+from taemi.metrics import (
+    ConstantColumnWarning,
+    fold_scores,
+    mean_pearson,
+    paired_gap,
+    score_table,
+)
 from taemi.participants import clip_means
 from taemi.progress import progress
 
@@ -555,13 +561,15 @@ def run_stack(cfg: Config, data: ChallengeData, folds: pd.DataFrame,
 
     leaderboard = {}
     for method, (oof, test) in candidates.items():
-        entry = {"cv": score_table(y, oof)}
+        entry = {"cv": score_table(y, oof), "cv_folds": fold_scores(y, oof, level1.fold)}
         if data.test_labels is not None:
             entry["heldout_test"] = score_table(labels_matrix(data.test_labels, level1.test_ids),
                                                 test)
         leaderboard[method] = entry
     chosen = METHODS.get(stack.method) or max(  # "cv": the nested CV chooses, not the test
         METHODS.values(), key=lambda m: leaderboard[m]["cv"]["mean"])
+    for entry in leaderboard.values():  # is the pick's lead over each more than fold noise?
+        entry["behind_pick"] = paired_gap(leaderboard[chosen]["cv_folds"], entry["cv_folds"])
     oof, test = candidates[chosen]
     write_csv(out / "oof.csv", prediction_frame(level1.ids, oof, level1.fold))
     write_csv(out / "test.csv", prediction_frame(level1.test_ids, test))
@@ -587,6 +595,9 @@ def leaderboard_table(cv: dict) -> pd.DataFrame:
     rows = []
     for method, entry in leaderboard_entries(cv):
         row = {"method": method, "cv_mean": entry["cv"]["mean"]}
+        if "behind_pick" in entry:  # stacked before the kit kept per-fold scores: absent
+            row["behind_pick"] = entry["behind_pick"]["mean"]
+            row["behind_pick_se"] = entry["behind_pick"]["se"]
         if "heldout_test" in entry:
             row["test_mean"] = entry["heldout_test"]["mean"]
         rows.append(row)
