@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from bench_recommended import MEMBERS, markdown
+from bench_recommended import MEMBERS, markdown, member_cell
 
 
 def read(path: Path) -> dict:
@@ -40,9 +40,7 @@ def row(tree: Path, side: str, ds: str, recipe: str) -> dict | None:
         out["search best / TAEMI cv"] = (f"{trials['value'].max():.3f} / "
                                          f"{cvs['rec-taemi']['overall']['mean']:.3f}")
     for m, column in MEMBERS.items():
-        cv = cvs[m]
-        out[column] = (f"{cv['overall']['mean']:.3f} / {cv['heldout_test_single']:.3f} / "
-                       f"{cv['heldout_test']['mean']:.3f}")
+        out[column] = member_cell(cvs[m])
     stack = read(stack_path)
     board = stack["leaderboard"][stack["method"]]
     out["submits"] = stack["method"]

@@ -20,6 +20,27 @@ PLAIN = {"plain-taemi": "TAEMI", "plain-audio": "audio", "plain-text": "text",
 COLUMNS = list(dict.fromkeys([*MEMBERS.values(), *PLAIN.values()]))
 
 
+def member_cell(cv: dict) -> str:
+    """A member's cell: CV / test single / test mean (the refit model's where it refit)."""
+    return (f"{cv['overall']['mean']:.3f} / {cv['heldout_test_single']:.3f} / "
+            f"{cv['heldout_test']['mean']:.3f}")
+
+
+def candidate_rows(ds: str, recipe: str) -> list[dict]:
+    """Every candidate the stack chose from: nested CV, held-out test, and how far it
+    trails the pick fold by fold (mean +- standard error; absent in older stacks)."""
+    name = "plain-stack" if recipe == "plain" else "recommended-stack"
+    stack = json.loads(Path(f"ensembles/rb-{ds}/{recipe}/{name}/cv.json").read_text())
+    rows = []
+    for method, entry in stack["leaderboard"].items():
+        gap = entry.get("behind_pick")
+        rows.append({"dataset": ds, "recipe": recipe,
+                     "candidate": method + (" (submitted)" if method == stack["method"] else ""),
+                     "cv": entry["cv"]["mean"], "test": entry["heldout_test"]["mean"],
+                     "behind pick": f"{gap['mean']:.4f} +- {gap['se']:.4f}" if gap else ""})
+    return rows
+
+
 def row(ds: str, recipe: str) -> dict:
     models, ensembles = Path(f"models/rb-{ds}/{recipe}"), Path(f"ensembles/rb-{ds}/{recipe}")
     members = PLAIN if recipe == "plain" else MEMBERS
@@ -27,8 +48,7 @@ def row(ds: str, recipe: str) -> dict:
     gaps = []
     for name, column in members.items():
         cv = json.loads((models / name / "cv.json").read_text())
-        out[column] = (f"{cv['overall']['mean']:.3f} / {cv['heldout_test_single']:.3f} / "
-                       f"{cv['heldout_test']['mean']:.3f}")
+        out[column] = member_cell(cv)
         gaps.append(cv["overall"]["mean"] - cv["heldout_test_single"])
     out["gap"] = max(gaps, key=abs)
     stack_name = "plain-stack" if recipe == "plain" else "recommended-stack"
@@ -68,10 +88,14 @@ def main(folder: str) -> None:
         r["peak"] = f"{t['peak_kb'] / 1e6:.1f} GB"
         rows.append(r)
     frame = pd.DataFrame(rows)
+    candidates = pd.DataFrame([c for _, r in frame.iterrows()
+                               for c in candidate_rows(r["dataset"], r["recipe"])])
     print("member cells: cv / test single / test mean\n")
     print(markdown(frame.drop(columns=["gap"])))
     print("\nlargest |cv - test single| of a member, per run:")
     print(markdown(frame[["dataset", "recipe", "gap"]]))
+    print("\nevery candidate of each stack: nested CV, test, and its CV behind the pick:")
+    print(markdown(candidates))
 
 
 if __name__ == "__main__":
