@@ -26,11 +26,16 @@ def member_cell(cv: dict) -> str:
             f"{cv['heldout_test']['mean']:.3f}")
 
 
+def stack_cv(ds: str, recipe: str) -> dict:
+    """The cv.json of a run's stack (the plain defaults name theirs plain-stack)."""
+    name = "plain-stack" if recipe == "plain" else "recommended-stack"
+    return json.loads(Path(f"ensembles/rb-{ds}/{recipe}/{name}/cv.json").read_text())
+
+
 def candidate_rows(ds: str, recipe: str) -> list[dict]:
     """Every candidate the stack chose from: nested CV, held-out test, and how far it
     trails the pick fold by fold (mean +- standard error; absent in older stacks)."""
-    name = "plain-stack" if recipe == "plain" else "recommended-stack"
-    stack = json.loads(Path(f"ensembles/rb-{ds}/{recipe}/{name}/cv.json").read_text())
+    stack = stack_cv(ds, recipe)
     rows = []
     for method, entry in stack["leaderboard"].items():
         gap = entry.get("behind_pick")
@@ -42,24 +47,22 @@ def candidate_rows(ds: str, recipe: str) -> list[dict]:
 
 
 def row(ds: str, recipe: str) -> dict:
-    models, ensembles = Path(f"models/rb-{ds}/{recipe}"), Path(f"ensembles/rb-{ds}/{recipe}")
+    models = Path(f"models/rb-{ds}/{recipe}")
     members = PLAIN if recipe == "plain" else MEMBERS
     out: dict = {"dataset": ds, "recipe": recipe, **dict.fromkeys(COLUMNS, "")}
-    gaps = []
+    cvs = {name: json.loads((models / name / "cv.json").read_text()) for name in members}
     for name, column in members.items():
-        cv = json.loads((models / name / "cv.json").read_text())
-        out[column] = member_cell(cv)
-        gaps.append(cv["overall"]["mean"] - cv["heldout_test_single"])
-    out["gap"] = max(gaps, key=abs)
-    stack_name = "plain-stack" if recipe == "plain" else "recommended-stack"
-    stack = json.loads((ensembles / stack_name / "cv.json").read_text())
+        out[column] = member_cell(cvs[name])
+    out["gap"] = max((cv["overall"]["mean"] - cv["heldout_test_single"] for cv in cvs.values()),
+                     key=abs)
+    stack = stack_cv(ds, recipe)
     board = stack["leaderboard"][stack["method"]]  # what the submission holds
     out["stack"] = stack["method"]
     out["stack cv"], out["stack test"] = board["cv"]["mean"], board["heldout_test"]["mean"]
-    out["refit"] = ",".join(sorted({str(json.loads((models / m / "cv.json").read_text())
-                                        .get("refit", {}).get("used", False)) for m in members}))
+    out["refit"] = ",".join(sorted({str(cv.get("refit", {}).get("used", False))
+                                    for cv in cvs.values()}))
     out["chosen"] = ""
-    tuned = json.loads((models / next(iter(members)) / "cv.json").read_text()).get("tuned")
+    tuned = next(iter(cvs.values())).get("tuned")
     if tuned:  # the study the members trained with: its best.yaml is the recipe
         best = yaml.safe_load((Path("runs/tune") / tuned["study"] / "best.yaml").read_text())
         exp = best["experiments"]["rec-taemi"]
