@@ -1,8 +1,10 @@
 """The table of bench_recommended.sh: per dataset and recipe, each member's CV, test
 single and test mean (the refit models' where they refit), what the stack submits (the
 method the nested CV picked) with its CV and test, the chosen recipe, and the wall time
-and memory of each run's first, whole `taemi run`. The recipe "plain" is the kit's plain
-defaults (benchmarks/plain_defaults.yaml): its own members, in the columns they fill."""
+and memory of each run's first, whole `taemi run`; then every stack candidate, and each
+run's submitted stack against the chosen run's on the same folds, fold by fold. The
+recipe "plain" is the kit's plain defaults (benchmarks/plain_defaults.yaml): its own
+members, in the columns they fill."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from taemi.data import TARGETS, labels_matrix, read_labels
+from taemi.metrics import fold_scores, paired_gap
 
 # each recipe's members, by the column they fill, and its stack
 MEMBERS = {"rec-taemi": "TAEMI", "rec-audio": "audio", "rec-fusion": "fusion"}
@@ -44,6 +49,32 @@ def candidate_rows(ds: str, recipe: str) -> list[dict]:
                      "cv": entry["cv"]["mean"], "test": entry["heldout_test"]["mean"],
                      "behind pick": f"{gap['mean']:.4f} +- {gap['se']:.4f}" if gap else ""})
     return rows
+
+
+def submitted_fold_scores(ds: str, recipe: str) -> dict[str, float]:
+    """The submitted stack's score in each fold of its OOF rows."""
+    name = "plain-stack" if recipe == "plain" else "recommended-stack"
+    oof = pd.read_csv(f"ensembles/rb-{ds}/{recipe}/{name}/oof.csv", dtype={"Filename": str})
+    labels = pd.concat([read_labels(f"data/rb-{ds}/{split}_split.csv")
+                        for split in ("train", "valid")])
+    y = labels_matrix(labels, oof["Filename"])
+    return fold_scores(y, oof[list(TARGETS)].to_numpy(), oof["fold"].to_numpy())
+
+
+def against_chosen(frame: pd.DataFrame) -> pd.DataFrame:
+    """How far each run's submitted stack CV trails the chosen run's on the same dataset,
+    fold by fold (mean +- standard error; negative: it leads)."""
+    rows = []
+    for ds, runs in frame.groupby("dataset", sort=False):
+        if "chosen" not in set(runs["recipe"]):
+            continue
+        chosen = submitted_fold_scores(ds, "chosen")
+        for recipe in runs["recipe"]:
+            if recipe != "chosen":
+                gap = paired_gap(chosen, submitted_fold_scores(ds, recipe))
+                rows.append({"dataset": ds, "recipe": recipe,
+                             "behind chosen": f"{gap['mean']:.4f} +- {gap['se']:.4f}"})
+    return pd.DataFrame(rows, columns=["dataset", "recipe", "behind chosen"])
 
 
 def row(ds: str, recipe: str) -> dict:
@@ -99,6 +130,8 @@ def main(folder: str) -> None:
     print(markdown(frame[["dataset", "recipe", "gap"]]))
     print("\nevery candidate of each stack: nested CV, test, and its CV behind the pick:")
     print(markdown(candidates))
+    print("\neach run's submitted stack CV behind the chosen run's, fold by fold:")
+    print(markdown(against_chosen(frame)))
 
 
 if __name__ == "__main__":
