@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from taemi.data import TARGETS, labels_matrix, read_labels
+from taemi.data import ID_COLUMN, TARGETS, labels_matrix, read_labels
 from taemi.metrics import fold_scores, paired_gap
 
 # each recipe's members, by the column they fill, and its stack
@@ -31,10 +31,15 @@ def member_cell(cv: dict) -> str:
             f"{cv['heldout_test']['mean']:.3f}")
 
 
-def stack_cv(ds: str, recipe: str) -> dict:
-    """The cv.json of a run's stack (the plain defaults name theirs plain-stack)."""
+def stack_dir(ds: str, recipe: str) -> Path:
+    """A run's stack folder (the plain defaults name theirs plain-stack)."""
     name = "plain-stack" if recipe == "plain" else "recommended-stack"
-    return json.loads(Path(f"ensembles/rb-{ds}/{recipe}/{name}/cv.json").read_text())
+    return Path(f"ensembles/rb-{ds}/{recipe}/{name}")
+
+
+def stack_cv(ds: str, recipe: str) -> dict:
+    """The cv.json of a run's stack."""
+    return json.loads((stack_dir(ds, recipe) / "cv.json").read_text())
 
 
 def candidate_rows(ds: str, recipe: str) -> list[dict]:
@@ -51,13 +56,11 @@ def candidate_rows(ds: str, recipe: str) -> list[dict]:
     return rows
 
 
-def submitted_fold_scores(ds: str, recipe: str) -> dict[str, float]:
-    """The submitted stack's score in each fold of its OOF rows."""
-    name = "plain-stack" if recipe == "plain" else "recommended-stack"
-    oof = pd.read_csv(f"ensembles/rb-{ds}/{recipe}/{name}/oof.csv", dtype={"Filename": str})
-    labels = pd.concat([read_labels(f"data/rb-{ds}/{split}_split.csv")
-                        for split in ("train", "valid")])
-    y = labels_matrix(labels, oof["Filename"])
+def submitted_fold_scores(ds: str, recipe: str, labels: pd.DataFrame) -> dict[str, float]:
+    """The submitted stack's score in each fold of its OOF rows (`labels`: the dataset's
+    labelled clips)."""
+    oof = pd.read_csv(stack_dir(ds, recipe) / "oof.csv", dtype={ID_COLUMN: str})
+    y = labels_matrix(labels, oof[ID_COLUMN])
     return fold_scores(y, oof[list(TARGETS)].to_numpy(), oof["fold"].to_numpy())
 
 
@@ -68,10 +71,12 @@ def against_chosen(frame: pd.DataFrame) -> pd.DataFrame:
     for ds, runs in frame.groupby("dataset", sort=False):
         if "chosen" not in set(runs["recipe"]):
             continue
-        chosen = submitted_fold_scores(ds, "chosen")
+        labels = pd.concat([read_labels(f"data/rb-{ds}/{split}_split.csv")
+                            for split in ("train", "valid")])
+        chosen = submitted_fold_scores(ds, "chosen", labels)
         for recipe in runs["recipe"]:
             if recipe != "chosen":
-                gap = paired_gap(chosen, submitted_fold_scores(ds, recipe))
+                gap = paired_gap(chosen, submitted_fold_scores(ds, recipe, labels))
                 rows.append({"dataset": ds, "recipe": recipe,
                              "behind chosen": f"{gap['mean']:.4f} +- {gap['se']:.4f}"})
     return pd.DataFrame(rows, columns=["dataset", "recipe", "behind chosen"])

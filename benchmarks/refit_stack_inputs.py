@@ -24,6 +24,7 @@ import taemi.stacking as stacking
 from taemi.artifacts import read_json
 from taemi.config import load_config
 from taemi.pipeline import ensure_folds, open_data, run_config
+from taemi.progress import set_quiet
 
 VARIANTS = ("raw", "moment", "folds")
 _load_level1 = stacking.load_level1
@@ -58,16 +59,19 @@ def with_test_inputs(variant: str):
 
 
 def main(config: str, overrides: list[str]) -> None:
+    set_quiet(True)
+    base = load_config(config, overrides)
+    data = open_data(base)
+    folds = ensure_folds(base, data)
+    packs = stacking.meta_packs(base, data)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in VARIANTS:
-            cfg = load_config(config, [*overrides, f"paths.ensembles={tmp}/{variant}"])
-            data = open_data(cfg)
-            folds = ensure_folds(cfg, data)
-            cfg = run_config(cfg, data, folds)
+            cfg = run_config(load_config(config, [*overrides, f"paths.ensembles={tmp}/{variant}"]),
+                             data, folds)
             stacking.load_level1 = with_test_inputs(variant)
             try:
-                cv = stacking.run_stack(cfg, data, folds, stacking.meta_packs(cfg, data))
+                cv = stacking.run_stack(cfg, data, folds, packs)
             finally:
                 stacking.load_level1 = _load_level1
             for method, entry in stacking.leaderboard_entries(cv):

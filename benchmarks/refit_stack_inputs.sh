@@ -17,8 +17,7 @@ TABLE=${TABLE:-benchmarks/results/refit-stack-inputs.md}
       rb_args "$spec" "$SCALE" "$recipe"
       sets=()
       for a in "${ARGS[@]:1}"; do [[ $a == -q || $a == --set ]] || sets+=("$a"); done
-      $PY benchmarks/refit_stack_inputs.py "${ARGS[0]}" "${sets[@]}" 2>/dev/null \
-        | sed "s/^/| $DS $recipe /"
+      $PY benchmarks/refit_stack_inputs.py "${ARGS[0]}" "${sets[@]}" | sed "s/^/| $DS $recipe /"
     done
   done
 } > "$TABLE"
