@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from bench_recommended import MEMBERS, stack_cv
 
 import taemi.experiment
 import taemi.plan
@@ -65,7 +66,7 @@ def run_variant(ds: str, recipe: str, rule: str, args: list[str]) -> None:
         if not dest.exists():
             shutil.copytree(source, dest)
     args = [a.replace(f"/rb-{ds}/{recipe}", f"/rb-{ds}/{target}") for a in args]
-    for experiment in ("rec-taemi", "rec-fusion"):
+    for experiment in MEMBERS:
         args += ["--set", f"experiments.{experiment}.robustness=false"]
     patch_refit_epochs(rule)
     taemi_main(["run", *args])
@@ -73,23 +74,19 @@ def run_variant(ds: str, recipe: str, rule: str, args: list[str]) -> None:
 
 def table_row(ds: str, recipe: str, rule: str) -> str:
     models = Path(f"models/rb-{ds}/{variant(recipe, rule)}")
-    cells = []
-    for name in ("rec-taemi", "rec-audio", "rec-fusion"):
-        cv = json.loads((models / name / "cv.json").read_text())
-        epochs = next(iter(cv["refit"]["epochs"].values()))
-        cells.append(f"{epochs} / {cv['heldout_test']['mean']:.3f}")
-    stack = json.loads((Path(f"ensembles/rb-{ds}/{variant(recipe, rule)}")
-                        / "recommended-stack" / "cv.json").read_text())
+    cvs = [json.loads((models / name / "cv.json").read_text()) for name in MEMBERS]
+    cells = [f"{next(iter(cv['refit']['epochs'].values()))} / {cv['heldout_test']['mean']:.3f}"
+             for cv in cvs]
+    stack = stack_cv(ds, variant(recipe, rule))
     board = stack["leaderboard"][stack["method"]]
-    share = json.loads((models / "rec-taemi" / "cv.json").read_text())["refit"]
-    return " | ".join([ds, recipe, rule, f"{share['training_share']:.0%}", *cells,
+    return " | ".join([ds, recipe, rule, f"{cvs[0]['refit']['training_share']:.0%}", *cells,
                        stack["method"], f"{board['cv']['mean']:.4f}",
                        f"{board['heldout_test']['mean']:.4f}"])
 
 
 def main(argv: list[str]) -> None:
     if argv[0] == "--table":
-        print("| dataset | recipe | refit epochs | fold models learn from | TAEMI epochs / "
+        print("| dataset | recipe | rule | fold models learn from | TAEMI epochs / "
               "test | audio | fusion | submitted | stack CV | stack test |")
         print("| --- | --- | --- | ---: | --- | --- | --- | --- | ---: | ---: |")
         for spec in argv[1:]:
