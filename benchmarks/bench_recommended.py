@@ -32,8 +32,9 @@ def member_cell(cv: dict) -> str:
 
 
 def stack_dir(ds: str, recipe: str) -> Path:
-    """A run's stack folder (the plain defaults name theirs plain-stack)."""
-    name = "plain-stack" if recipe == "plain" else "recommended-stack"
+    """A run's stack folder (the plain defaults, and variants of their run, name theirs
+    plain-stack)."""
+    name = "plain-stack" if recipe.split("-")[0] == "plain" else "recommended-stack"
     return Path(f"ensembles/rb-{ds}/{recipe}/{name}")
 
 

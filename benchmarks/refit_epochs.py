@@ -1,60 +1,48 @@
-"""How many epochs a refit should run: the kit's rule (`median`: the median of its fold
-models' best epochs) against that count scaled by the fold models' training share
-(`steps`: the same number of optimiser steps as a fold model at its best epoch), by its
-square root (`sqrt`: half way, on a log scale) or by one over its square root
-(`longer`). Where the folds purge seed videos, a fold model learns from about a tenth
-of the rows the refit learns from, so the kit's rule gives the refit about ten times the
-steps its fold models were stopped at.
+"""How many epochs a refit should run: its fold models' median best epoch times the
+training share (the share of the CV rows a fold model learns from) to some exponent.
+The kit's rules (`experiments.<name>.refit_epochs`): `median` (exponent 0: the count the
+CV chose), `sqrt` (1/2) and `auto` (0 at 1,266 CV rows, 1/2 from 12,660, by log rows
+between); this probe's: `root4` (1/4), `steps` (1: the optimiser steps a fold model took
+to its best epoch) and `longer` (-1/2). Where the folds purge seed videos a fold model
+learns from about a seventh of the rows the refit learns from, so `median` gives the
+refit about seven times the steps its fold models were stopped at.
 
 For a finished bench_recommended.sh run it makes a variant run beside it (`<recipe>-refit-
 <rule>`: the run's models, stacks and study copied, so only the refit jobs retrain and
 the stack refits on them; robustness tables skipped) and runs `taemi run` there with the
-rule in place of the kit's, patched into taemi.experiment and taemi.plan for this process
-(a benchmark's probe, not a kit path: the fold jobs, their keys and the OOF rows stay as
-they were). Then it prints one table row per run: each member's refit epochs and
-held-out test, and the submitted stack's CV and test.
+rule: a kit rule set in the config, a probe's exponent patched into taemi.experiment for
+this process (not a kit path: the fold jobs, their keys and the OOF rows stay as they
+were). Then it prints one table row per run: each member's refit epochs and held-out
+test, and the submitted stack's CV and test. The rule `run` names the run itself (made
+under the kit's rule of its day: `median` for the runs before `auto`).
 
     python benchmarks/refit_epochs.py DS RECIPE RULE -- TAEMI_RUN_ARGS...   (one variant)
-    python benchmarks/refit_epochs.py --table DS:RECIPE[:RULE] ...         (the rows)
+    python benchmarks/refit_epochs.py --table DS:RECIPE:RULE ...            (the rows)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-from bench_recommended import MEMBERS, stack_cv
+from bench_recommended import COLUMNS, MEMBERS, PLAIN, stack_cv
 
 import taemi.experiment
-import taemi.plan
 from taemi.cli import main as taemi_main
 
-RULES = {"median": lambda share: 1.0, "sqrt": np.sqrt, "steps": lambda share: share,
-         "longer": lambda share: 1 / np.sqrt(share)}
+KIT_RULES = ("median", "sqrt", "auto")
+PROBE_EXPONENTS = {"root4": 0.25, "steps": 1.0, "longer": -0.5}
 COPIED = ("models", "ensembles", "runs")  # what the variant starts from
 
 
 def variant(recipe: str, rule: str) -> str:
-    return recipe if rule == "median" else f"{recipe}-refit-{rule}"
+    return recipe if rule == "run" else f"{recipe}-refit-{rule}"
 
 
-def patch_refit_epochs(rule: str) -> None:
-    """Every refit job of this process runs the rule's epochs: the kit's median best
-    epoch times the rule's factor of the experiment's training share, at least 1."""
-    kit_refit_jobs = taemi.experiment.refit_jobs
-
-    def refit_jobs(cfg, experiment, folds, fingerprints=None):
-        share = taemi.experiment.refit_decision(cfg, experiment, folds)["training_share"]
-        factor = float(RULES[rule](share))
-        return [dataclasses.replace(job, epochs=max(1, round(job.epochs * factor)))
-                for job in kit_refit_jobs(cfg, experiment, folds, fingerprints)]
-
-    taemi.experiment.refit_jobs = refit_jobs
-    taemi.plan.refit_jobs = refit_jobs
+def members(recipe: str) -> dict[str, str]:
+    return PLAIN if recipe.split("-")[0] == "plain" else MEMBERS
 
 
 def run_variant(ds: str, recipe: str, rule: str, args: list[str]) -> None:
@@ -66,35 +54,40 @@ def run_variant(ds: str, recipe: str, rule: str, args: list[str]) -> None:
         if not dest.exists():
             shutil.copytree(source, dest)
     args = [a.replace(f"/rb-{ds}/{recipe}", f"/rb-{ds}/{target}") for a in args]
-    for experiment in MEMBERS:
+    for experiment in members(recipe):
         args += ["--set", f"experiments.{experiment}.robustness=false"]
-    patch_refit_epochs(rule)
+        if rule in KIT_RULES:
+            args += ["--set", f"experiments.{experiment}.refit_epochs={rule}"]
+    if rule in PROBE_EXPONENTS:
+        taemi.experiment.refit_exponent = lambda setting, cv_rows: PROBE_EXPONENTS[rule]
     taemi_main(["run", *args])
 
 
 def table_row(ds: str, recipe: str, rule: str) -> str:
     models = Path(f"models/rb-{ds}/{variant(recipe, rule)}")
-    cvs = [json.loads((models / name / "cv.json").read_text()) for name in MEMBERS]
-    cells = [f"{next(iter(cv['refit']['epochs'].values()))} / {cv['heldout_test']['mean']:.3f}"
-             for cv in cvs]
+    cells = dict.fromkeys(COLUMNS, "")
+    for name, column in members(recipe).items():
+        cv = json.loads((models / name / "cv.json").read_text())
+        cells[column] = (f"{next(iter(cv['refit']['epochs'].values()))} / "
+                         f"{cv['heldout_test']['mean']:.3f}")
+        share = cv["refit"]["training_share"]
     stack = stack_cv(ds, variant(recipe, rule))
     board = stack["leaderboard"][stack["method"]]
-    return " | ".join([ds, recipe, rule, f"{cvs[0]['refit']['training_share']:.0%}", *cells,
-                       stack["method"], f"{board['cv']['mean']:.4f}",
-                       f"{board['heldout_test']['mean']:.4f}"])
+    return " | ".join([ds, recipe, rule, f"{share:.0%}", *cells.values(), stack["method"],
+                       f"{board['cv']['mean']:.4f}", f"{board['heldout_test']['mean']:.4f}"])
 
 
 def main(argv: list[str]) -> None:
     if argv[0] == "--table":
-        print("| dataset | recipe | rule | fold models learn from | TAEMI epochs / "
-              "test | audio | fusion | submitted | stack CV | stack test |")
-        print("| --- | --- | --- | ---: | --- | --- | --- | --- | ---: | ---: |")
+        print("| dataset | recipe | rule | fold models learn from | "
+              + " | ".join(f"{c} epochs / test" for c in COLUMNS)
+              + " | submitted | stack CV | stack test |")
+        print("| --- | --- | --- | ---: | " + "--- | " * len(COLUMNS) + "--- | ---: | ---: |")
         for spec in argv[1:]:
-            ds, recipe, *rule = spec.split(":")
-            print(f"| {table_row(ds, recipe, rule[0] if rule else 'median')} |")
+            print(f"| {table_row(*spec.split(':'))} |")
         return
     ds, recipe, rule, sep, *args = argv
-    if rule not in RULES or sep != "--":
+    if rule not in (*KIT_RULES, *PROBE_EXPONENTS) or sep != "--":
         raise SystemExit(__doc__)
     run_variant(ds, recipe, rule, args)
 

@@ -251,3 +251,76 @@ def test_refit_auto_where_purged_folds_leave_the_fold_models_few_rows(grid) -> N
     off = cfg.experiments["t"].model_copy(update={"refit": False})
     never = cfg.model_copy(update={"experiments": {"t": off}})
     assert not refit_decision(never, "t", folds.assign(purge=purge))["used"]
+
+
+def test_refit_epochs_shrink_by_the_rule_and_only_refit_jobs_change(
+        grid, monkeypatch, tmp_path: Path) -> None:
+    """A refit runs its fold models' median best epoch times share ** exponent: 0 for
+    `median`, 1/2 for `sqrt`, and for `auto` from 0 at few CV rows to 1/2 at many, but 0
+    where that epoch is the cap; the rule is in the refit jobs' keys (their epochs), never
+    in a fold job's."""
+    import taemi.experiment
+    from taemi.experiment import (
+        REFIT_MEDIAN_ROWS,
+        REFIT_SQRT_ROWS,
+        job_key_parts,
+        refit_decision,
+        refit_epochs,
+        refit_exponent,
+        refit_jobs,
+    )
+
+    assert refit_exponent("median", 50_000) == 0.0
+    assert refit_exponent("sqrt", 100) == 0.5
+    autos = [refit_exponent("auto", rows) for rows in
+             (100, REFIT_MEDIAN_ROWS, 4_000, 8_000, REFIT_SQRT_ROWS, 50_000)]
+    assert autos[0] == autos[1] == 0.0 and autos[-2] == autos[-1] == 0.5
+    assert 0.0 < autos[2] < autos[3] < 0.5
+    assert refit_epochs(20, 0.35 ** 0.5) == 12 and refit_epochs(1, 0.1) == 1
+
+    cfg, _ = grid
+    folds = read_folds(cfg.folds.path)
+    folds = folds.assign(purge=np.arange(len(folds)) % (len(folds) // 3))
+
+    def with_rule(rule: str):
+        exp = cfg.experiments["t"].model_copy(update={"refit_epochs": rule})
+        return cfg.model_copy(update={"experiments": {"t": exp}})
+
+    median, sqrt = with_rule("median"), with_rule("sqrt")
+    decision = refit_decision(sqrt, "t", folds)
+    share = decision["training_share"]
+    assert decision["epochs_rule"]["factor"] == pytest.approx(share ** 0.5, abs=1e-3)
+    assert "sqrt" in decision["epochs_rule"]["why"]
+    seed_dir = cfg.paths.models / "t" / "vit-w2v" / "seed0"
+    best = np.median([read_json(seed_dir / f"fold{f}" / "done.json")["best_epoch"]
+                      for f in range(3)])
+    by_rule = {rule: refit_jobs(c, "t", folds)[0] for rule, c in
+               (("median", median), ("sqrt", sqrt))}
+    assert by_rule["median"].epochs == refit_epochs(best, 1.0)
+    assert by_rule["sqrt"].epochs == refit_epochs(best, decision["epochs_rule"]["factor"])
+    fold_job = plan_jobs(cfg, "t", folds)[0]
+    assert job_key_parts(median, fold_job, {}, "d", "l") == \
+        job_key_parts(sqrt, fold_job, {}, "d", "l")
+    keyed = {rule: job_key_parts(c, by_rule[rule], {}, "d", "l")["train"]["epochs"]
+             for rule, c in (("median", median), ("sqrt", sqrt))}
+    assert keyed == {rule: job.epochs for rule, job in by_rule.items()}
+
+    # auto where the tiny data count as many rows, the fold models' best epochs set to 10:
+    # the cap decides whether it shrinks
+    monkeypatch.setattr(taemi.experiment, "REFIT_MEDIAN_ROWS", 1)
+    monkeypatch.setattr(taemi.experiment, "REFIT_SQRT_ROWS", 2)
+    models = tmp_path / "models"
+    shutil.copytree(cfg.paths.models, models)
+    for done_file in models.rglob("fold*/done.json"):
+        write_json(done_file, {**read_json(done_file), "best_epoch": 10})
+
+    def auto_with_cap(cap: int):
+        exp = cfg.experiments["t"].model_copy(update={"refit_epochs": "auto"})
+        return cfg.model_copy(update={
+            "experiments": {"t": exp}, "train": cfg.train.model_copy(update={"epochs": cap}),
+            "paths": cfg.paths.model_copy(update={"models": models})})
+
+    uncapped = auto_with_cap(50)
+    assert refit_decision(uncapped, "t", folds)["epochs_rule"]["exponent"] == 0.5
+    assert refit_jobs(uncapped, "t", folds)[0].epochs == refit_epochs(10, share ** 0.5) < 10
+    assert refit_jobs(auto_with_cap(10), "t", folds)[0].epochs == 10

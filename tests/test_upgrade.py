@@ -59,7 +59,7 @@ def test_a_project_of_the_previous_kit_is_carried_over(tiny_root: Path,
     del tree["paths"]["runs"], tree["plugins"]  # keys the previous kit did not know
     for key in ("choices", "minutes", "share", "start"):
         del tree["tune"][key]
-    del tree["experiments"]["t"]["refit"]
+    del tree["experiments"]["t"]["refit"], tree["experiments"]["t"]["refit_epochs"]
     path.write_text(yaml.safe_dump(tree))
     old = subprocess.run([sys.executable, "-c", OLD_RUN, str(old_src), str(path)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -228,10 +228,15 @@ class ExperimentConfig(Section):
     # whether `taemi run` scores it with each modality removed (minutes a model at full
     # size, more for one trained end to end; null, as earlier kits wrote it: yes)
     robustness: bool = True
-    # one more model per backbone and seed, trained on every CV row for the median of its
-    # fold models' best epochs, predicts the test in their place (`taemi.experiment`,
-    # "refit"); auto: where the fold models learn from under half the CV rows
+    # one more model per backbone and seed, trained on every CV row, predicts the test in
+    # its fold models' place (`taemi.experiment`, "refit"); auto: where the fold models
+    # learn from under half the CV rows
     refit: bool | Literal["auto"] = "auto"
+    # a refit's epochs: median (its fold models' median best epoch), sqrt (that times the
+    # square root of their training share) or auto (median at 1,266 CV rows or fewer, sqrt
+    # from 12,660, between in proportion to log rows, and median where that count is the
+    # epoch cap: what the held-out test favoured; `taemi.experiment.refit_exponent`)
+    refit_epochs: Literal["median", "sqrt", "auto"] = "auto"
 
     @field_validator("robustness", mode="before")
     @classmethod

@@ -16,13 +16,16 @@ A done job is skipped, a changed one retrained, an interrupted one resumed from 
 Every file is written atomically.
 
 Refit (`experiments.<name>.refit`): once a seed's fold models are done, one more model is
-trained on every CV row for the median of their best epochs, and it predicts the test
-(and holdout) in their place; `test_folds.csv` keeps the fold models' mean, and the OOF
-predictions, hence the CV and the stack's training rows, stay the fold models'. Where
+trained on every CV row, and it predicts the test (and holdout) in their place;
+`test_folds.csv` keeps the fold models' mean, and the OOF predictions, hence the CV and
+the stack's training rows, stay the fold models'. Where
 purge groups (seed videos) leave each fold model a small part of the CV rows, refit more
 than doubled the held-out test score; with plain folds the stack lost 0.005 to 0.007 by
 it (benchmarks/RESULTS.md, "Refit"), so `auto` refits where the fold models learn from
-under half the CV rows (`REFIT_BELOW`).
+under half the CV rows (`REFIT_BELOW`). A refit runs the median of its fold models' best
+epochs (the count the CV chose), shrunk where the data are large (`refit_epochs`): a
+fold model learns from a seventh of the rows, and at 12,660 rows the refit did best on
+a third of that count, at 1,266 on all of it (RESULTS, "How many epochs a refit runs").
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ from taemi.participants import ensure_participants
 PREDICTIONS = ("oof", "test", "holdout")
 REFIT = -2  # the fold of a refit job: it learns from every CV row
 REFIT_BELOW = 0.5  # refit auto: where fold models learn from under this share of CV rows
+REFIT_MEDIAN_ROWS = 1_266  # refit_epochs auto: the median best epoch up to these CV rows,
+REFIT_SQRT_ROWS = 12_660  # times the square root of the training share from these
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Job:
     backbone: str
     seed: int
     fold: int
-    epochs: int | None = None  # a refit job's epochs (its fold models' median best)
+    epochs: int | None = None  # a refit job's epochs (`refit_epochs`)
 
     @property
     def part(self) -> str:
@@ -121,16 +126,29 @@ def refit_decision(cfg: Config, experiment: str, folds: pd.DataFrame) -> dict:
     why = f"refit: {str(setting).lower()}" if setting != "auto" else \
         f"auto: the fold models learn from {share:.0%} of the CV rows " + \
         (f"(under {REFIT_BELOW:.0%}: refit)" if used else f"(refit under {REFIT_BELOW:.0%})")
-    return {"used": used, "why": why, "training_share": round(share, 4)}
+    rule = cfg.experiments[experiment].refit_epochs
+    cv_rows = int((folds["fold"] != HOLDOUT).sum())
+    exponent = refit_exponent(rule, cv_rows)
+    factor = share ** exponent
+    epochs_why = f"{rule} at {cv_rows:,} CV rows: the fold models' median best epoch x " \
+        f"{share:.2f} ** {exponent:.2f} = x {factor:.2f}"
+    if rule == "auto":
+        epochs_why += f" (x 1 where it is the cap, {cfg.train_for(experiment).epochs})"
+    return {"used": used, "why": why, "training_share": round(share, 4),
+            "epochs_rule": {"rule": rule, "cv_rows": cv_rows, "exponent": exponent,
+                            "factor": factor, "why": epochs_why}}
 
 
 def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
                fingerprints: dict[Job, str] | None = None) -> list[Job]:
     """The experiment's refit jobs, one per backbone and seed whose fold jobs are done (to
-    `fingerprints` where given), each for the median of those fold models' best epochs;
-    none where it does not refit."""
-    if not refit_decision(cfg, experiment, folds)["used"]:
+    `fingerprints` where given), each for the median of those fold models' best epochs
+    scaled by the experiment's `refit_epochs` rule; none where it does not refit."""
+    decision = refit_decision(cfg, experiment, folds)
+    if not decision["used"]:
         return []
+    factor = decision["epochs_rule"]["factor"]
+    cap = cfg.train_for(experiment).epochs
     out = []
     models = cfg.paths.models
     jobs = plan_jobs(cfg, experiment, folds)
@@ -141,10 +159,34 @@ def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
             continue
         if not all((j.folder(models) / "done.json").is_file() for j in group):
             continue
-        best = [read_json(j.folder(models) / "done.json")["best_epoch"] for j in group]
+        best = float(np.median([read_json(j.folder(models) / "done.json")["best_epoch"]
+                                for j in group]))
+        # auto: a count the fold models ran to the cap is a floor, not their optimum
+        kept = decision["epochs_rule"]["rule"] == "auto" and best >= cap
         out.append(Job(experiment, backbone, seed, REFIT,
-                       epochs=max(1, round(float(np.median(best))))))
+                       epochs=refit_epochs(best, 1.0 if kept else factor)))
     return out
+
+
+def refit_exponent(setting: str, cv_rows: int) -> float:
+    """How far a refit's epochs shrink from its fold models' median best epoch: it runs
+    that count times share ** exponent. `median`: 0 (the count the CV chose); `sqrt`: 1/2;
+    `auto`: by the refit's rows, 0 up to REFIT_MEDIAN_ROWS, 1/2 from REFIT_SQRT_ROWS, in
+    proportion to log(rows) between, and 0 where the fold models' median best epoch is
+    the epoch cap (`refit_jobs`) (benchmarks/RESULTS.md, "How many epochs a refit runs":
+    the median was best at 1,266 labelled rows, the square root at 12,660 where the fold
+    models stopped on their own, the median where they ran to a cap of 7)."""
+    if setting == "median":
+        return 0.0
+    if setting == "sqrt":
+        return 0.5
+    low, high = np.log(REFIT_MEDIAN_ROWS), np.log(REFIT_SQRT_ROWS)
+    return 0.5 * float(np.clip((np.log(max(cv_rows, 1)) - low) / (high - low), 0.0, 1.0))
+
+
+def refit_epochs(median_best: float, factor: float) -> int:
+    """A refit job's epochs: its fold models' median best epoch times `factor`, at least 1."""
+    return max(1, round(median_best * factor))
 
 
 def job_train(cfg: Config, job: Job) -> TrainConfig:
