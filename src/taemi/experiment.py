@@ -18,14 +18,15 @@ Every file is written atomically.
 Refit (`experiments.<name>.refit`): once a seed's fold models are done, one more model is
 trained on every CV row, and it predicts the test (and holdout) in their place;
 `test_folds.csv` keeps the fold models' mean, and the OOF predictions, hence the CV and
-the stack's training rows, stay the fold models'. Where
-purge groups (seed videos) leave each fold model a small part of the CV rows, refit more
-than doubled the held-out test score; with plain folds the stack lost 0.005 to 0.007 by
-it (benchmarks/RESULTS.md, "Refit"), so `auto` refits where the fold models learn from
-under half the CV rows (`REFIT_BELOW`). A refit runs the median of its fold models' best
-epochs (the count the CV chose), shrunk where the data are large (`refit_epochs`): a
-fold model learns from a seventh of the rows, and at 12,660 rows the refit did best on
-a third of that count, at 1,266 on all of it (RESULTS, "How many epochs a refit runs").
+the stack's training rows, stay the fold models'. Where purge groups (seed videos) leave
+each fold model a small part of the CV rows, refit more than doubled the held-out test
+score; with plain folds the stack lost 0.005 to 0.007 by it (benchmarks/RESULTS.md,
+"Refit"), so `auto` refits where the fold models learn from under half the CV rows
+(`REFIT_BELOW`). A refit runs the median of its fold models' best epochs (the count the
+CV chose), shrunk where the data are large (`refit_epochs`): a fold model learns from a
+seventh of the rows, and at 12,660 rows the refit did best on a third of that count, at
+1,266 on all of it, and on all of it where the fold models ran to their epoch cap
+(RESULTS, "How many epochs a refit runs").
 """
 
 from __future__ import annotations
