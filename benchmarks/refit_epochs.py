@@ -54,10 +54,10 @@ def run_variant(ds: str, recipe: str, rule: str, args: list[str]) -> None:
         if not dest.exists():
             shutil.copytree(source, dest)
     args = [a.replace(f"/rb-{ds}/{recipe}", f"/rb-{ds}/{target}") for a in args]
-    for experiment in members(recipe):
-        args += ["--set", f"experiments.{experiment}.robustness=false"]
-        if rule in KIT_RULES:
-            args += ["--set", f"experiments.{experiment}.refit_epochs={rule}"]
+    setting = rule if rule in KIT_RULES else "sqrt"  # a probe's exponent replaces sqrt's:
+    for experiment in members(recipe):  # every member shrinks, at the cap too (no auto)
+        args += ["--set", f"experiments.{experiment}.robustness=false",
+                 "--set", f"experiments.{experiment}.refit_epochs={setting}"]
     if rule in PROBE_EXPONENTS:
         taemi.experiment.refit_exponent = lambda setting, cv_rows: PROBE_EXPONENTS[rule]
     taemi_main(["run", *args])
