@@ -2,7 +2,8 @@
 training share (the share of the CV rows a fold model learns from) to some exponent.
 The kit's rules (`experiments.<name>.refit_epochs`): `median` (exponent 0: the count the
 CV chose), `sqrt` (1/2) and `auto` (0 at 1,266 CV rows, 1/2 from 12,660, by log rows
-between); this probe's: `root4` (1/4), `steps` (1: the optimiser steps a fold model took
+between, 0 for a member whose median is the epoch cap); this probe's (run under `sqrt`'s
+setting, so at the cap too): `root4` (1/4), `steps` (1: the optimiser steps a fold model took
 to its best epoch) and `longer` (-1/2). Where the folds purge seed videos a fold model
 learns from about a seventh of the rows the refit learns from, so `median` gives the
 refit about seven times the steps its fold models were stopped at.
