@@ -220,6 +220,14 @@ def test_refit_predicts_the_test_in_the_fold_models_place(grid, tmp_path: Path) 
     assert row["status"] == "test mean: refit models (refit: true)"
     assert row["test mean"] == again["heldout_test"]["mean"]
     assert train_experiments(refit, record=record) and record["trained"] == []
+    # another epoch rule that gives the same epochs (tiny data: auto is the median)
+    # retrains nothing, and cv.json names the rule now in force
+    median = refit.model_copy(update={"experiments": {"t": exp.model_copy(
+        update={"refit_epochs": "median"})}})
+    relabelled = train_experiments(median, record=record)["t"]
+    assert record["trained"] == [] and relabelled["refit"]["epochs"] == again["refit"]["epochs"]
+    assert again["refit"]["epochs_rule"]["rule"] == "auto"
+    assert relabelled["refit"]["epochs_rule"]["rule"] == "median"
     (models / "t" / "vit-w2v" / "seed1" / "refit" / "done.json").unlink()
     assert "seed1/refit" in stale_reason(refit, "t", data, read_folds(cfg.folds.path))
     entry = next(e for e in describe(refit, data) if e.kind == "experiment")
@@ -276,7 +284,11 @@ def test_refit_epochs_shrink_by_the_rule_and_only_refit_jobs_change(
              (100, REFIT_MEDIAN_ROWS, 4_000, 8_000, REFIT_SQRT_ROWS, 50_000)]
     assert autos[0] == autos[1] == 0.0 and autos[-2] == autos[-1] == 0.5
     assert 0.0 < autos[2] < autos[3] < 0.5
-    assert refit_epochs(20, 0.35 ** 0.5) == 12 and refit_epochs(1, 0.1) == 1
+    sqrt_rule = {"rule": "sqrt", "factor": 0.35 ** 0.5, "cap": 20}
+    assert refit_epochs(20, sqrt_rule) == 12
+    assert refit_epochs(1, {**sqrt_rule, "factor": 0.1}) == 1
+    assert refit_epochs(20, {**sqrt_rule, "rule": "auto"}) == 20  # at the cap: the median
+    assert refit_epochs(19, {**sqrt_rule, "rule": "auto"}) == 11
 
     cfg, _ = grid
     folds = read_folds(cfg.folds.path)
@@ -296,8 +308,9 @@ def test_refit_epochs_shrink_by_the_rule_and_only_refit_jobs_change(
                       for f in range(3)])
     by_rule = {rule: refit_jobs(c, "t", folds)[0] for rule, c in
                (("median", median), ("sqrt", sqrt))}
-    assert by_rule["median"].epochs == refit_epochs(best, 1.0)
-    assert by_rule["sqrt"].epochs == refit_epochs(best, decision["epochs_rule"]["factor"])
+    assert by_rule["median"].epochs == round(best)
+    assert by_rule["sqrt"].epochs == refit_epochs(best, decision["epochs_rule"]) == \
+        max(1, round(best * decision["epochs_rule"]["factor"]))
     fold_job = plan_jobs(cfg, "t", folds)[0]
     assert job_key_parts(median, fold_job, {}, "d", "l") == \
         job_key_parts(sqrt, fold_job, {}, "d", "l")
@@ -322,5 +335,5 @@ def test_refit_epochs_shrink_by_the_rule_and_only_refit_jobs_change(
 
     uncapped = auto_with_cap(50)
     assert refit_decision(uncapped, "t", folds)["epochs_rule"]["exponent"] == 0.5
-    assert refit_jobs(uncapped, "t", folds)[0].epochs == refit_epochs(10, share ** 0.5) < 10
+    assert refit_jobs(uncapped, "t", folds)[0].epochs == round(10 * share ** 0.5) < 10
     assert refit_jobs(auto_with_cap(10), "t", folds)[0].epochs == 10

@@ -131,13 +131,14 @@ def refit_decision(cfg: Config, experiment: str, folds: pd.DataFrame) -> dict:
     cv_rows = int((folds["fold"] != HOLDOUT).sum())
     exponent = refit_exponent(rule, cv_rows)
     factor = share ** exponent
+    cap = cfg.train_for(experiment).epochs
     epochs_why = f"{rule} at {cv_rows:,} CV rows: the fold models' median best epoch x " \
         f"{share:.2f} ** {exponent:.2f} = x {factor:.2f}"
     if rule == "auto":
-        epochs_why += f" (x 1 where it is the cap, {cfg.train_for(experiment).epochs})"
+        epochs_why += f" (x 1 where it is the cap, {cap})"
     return {"used": used, "why": why, "training_share": round(share, 4),
             "epochs_rule": {"rule": rule, "cv_rows": cv_rows, "exponent": exponent,
-                            "factor": factor, "why": epochs_why}}
+                            "factor": factor, "cap": cap, "why": epochs_why}}
 
 
 def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
@@ -148,8 +149,6 @@ def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
     decision = refit_decision(cfg, experiment, folds)
     if not decision["used"]:
         return []
-    factor = decision["epochs_rule"]["factor"]
-    cap = cfg.train_for(experiment).epochs
     out = []
     models = cfg.paths.models
     jobs = plan_jobs(cfg, experiment, folds)
@@ -162,10 +161,8 @@ def refit_jobs(cfg: Config, experiment: str, folds: pd.DataFrame,
             continue
         best = float(np.median([read_json(j.folder(models) / "done.json")["best_epoch"]
                                 for j in group]))
-        # auto: a count the fold models ran to the cap is a floor, not their optimum
-        kept = decision["epochs_rule"]["rule"] == "auto" and best >= cap
         out.append(Job(experiment, backbone, seed, REFIT,
-                       epochs=refit_epochs(best, 1.0 if kept else factor)))
+                       epochs=refit_epochs(best, decision["epochs_rule"])))
     return out
 
 
@@ -174,7 +171,7 @@ def refit_exponent(setting: str, cv_rows: int) -> float:
     that count times share ** exponent. `median`: 0 (the count the CV chose); `sqrt`: 1/2;
     `auto`: by the refit's rows, 0 up to REFIT_MEDIAN_ROWS, 1/2 from REFIT_SQRT_ROWS, in
     proportion to log(rows) between, and 0 where the fold models' median best epoch is
-    the epoch cap (`refit_jobs`) (benchmarks/RESULTS.md, "How many epochs a refit runs":
+    the epoch cap (`refit_epochs`) (benchmarks/RESULTS.md, "How many epochs a refit runs":
     the median was best at 1,266 labelled rows, the square root at 12,660 where the fold
     models stopped on their own, the median where they ran to a cap of 7)."""
     if setting == "median":
@@ -185,9 +182,12 @@ def refit_exponent(setting: str, cv_rows: int) -> float:
     return 0.5 * float(np.clip((np.log(max(cv_rows, 1)) - low) / (high - low), 0.0, 1.0))
 
 
-def refit_epochs(median_best: float, factor: float) -> int:
-    """A refit job's epochs: its fold models' median best epoch times `factor`, at least 1."""
-    return max(1, round(median_best * factor))
+def refit_epochs(median_best: float, epochs_rule: dict) -> int:
+    """A refit job's epochs: its fold models' median best epoch times the rule's factor
+    (`refit_decision`'s `epochs_rule`), at least 1. `auto` keeps the median where it is
+    the epoch cap: a count the fold models ran into is a floor, not their optimum."""
+    capped = epochs_rule["rule"] == "auto" and median_best >= epochs_rule["cap"]
+    return max(1, round(median_best * (1.0 if capped else epochs_rule["factor"])))
 
 
 def job_train(cfg: Config, job: Job) -> TrainConfig:
@@ -532,6 +532,7 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     jobs = plan_jobs(cfg, experiment, folds)
     refits = {(j.backbone, j.seed): j for j in refit_jobs(cfg, experiment, folds)}
     decision = refit_decision(cfg, experiment, folds)
+    refit_record = {**decision, "epochs": {j.label: j.epochs for j in refits.values()}}
     if decision["used"] and len(refits) < len({(j.backbone, j.seed) for j in jobs}):
         raise ValueError(f"experiment {experiment!r} refits but not every seed's fold jobs "
                          "are done: train it first")
@@ -539,8 +540,11 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
             for j in [*jobs, *refits.values()]}
     test_labels = None if data.test_labels is None else table_digest(data.test_labels)
     earlier = read_json(exp_dir / "cv.json") if (exp_dir / "cv.json").is_file() else {}
+    # the refit record too: a rule change that leaves every refit's epochs as they were
+    # retrains nothing, but cv.json must say which rule chose them
     if earlier.get("jobs") == made and earlier.get("tuned") == tuned and \
             earlier.get("test_labels") == test_labels and \
+            earlier.get("refit") == refit_record and \
             all((exp_dir / f"{kind}.csv").is_file() for kind in ("oof", "test")):
         write_json(exp_dir / "config.json", {"experiment": experiment, **cfg.public()})
         return earlier  # gathered from these very jobs: nothing to redo
@@ -585,7 +589,7 @@ def aggregate(cfg: Config, experiment: str, data: ChallengeData, folds: pd.DataF
     if "holdout" in top:
         cv["holdout"] = _score(top["holdout"], data.labels)
     cv["heldout_test"] = _score(top["test"], data.test_labels)
-    cv["refit"] = {**decision, "epochs": {j.label: j.epochs for j in refits.values()}}
+    cv["refit"] = refit_record
     if "test_folds" in top:
         cv["heldout_test_folds"] = _score(top["test_folds"], data.test_labels)
         cv["heldout_test_refit_single"] = float(np.mean(refit_single)) if refit_single \
