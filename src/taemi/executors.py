@@ -77,21 +77,27 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             process.kill()
 
 
-def _dead_jobs(started, unfinished: list[Job], processes: list) -> list[str]:
-    """The unfinished jobs whose worker was killed from outside (by a signal the pool never
-    sends: the pool itself ends the other workers with SIGTERM), as `label (pid N)`."""
+def _killed_workers(started, unfinished: list[Job], processes: list) -> list[str]:
+    """The workers killed from outside (by a signal the pool never sends: the pool itself
+    ends the other workers with SIGTERM), each with the unfinished job it ran: `the worker
+    process of job L (pid N, SIGKILL)`, or, killed while it started up or between two
+    jobs, `a worker process (pid N, SIGKILL) that was running no job`."""
     pids: dict[int, str] = {}
     while not started.empty():
         label, pid = started.get()
-        pids[pid] = label
+        pids[pid] = label  # a worker's latest job
     wanted = {job.label for job in unfinished}
     killed = []
     for process in processes:
         process.join(5)
         code = process.exitcode
-        if code is not None and code < 0 and -code != signal.SIGTERM and \
-                pids.get(process.pid) in wanted:
-            killed.append(f"{pids[process.pid]} (pid {process.pid}, {signal.Signals(-code).name})")
+        if code is None or code >= 0 or -code == signal.SIGTERM:
+            continue
+        how = f"pid {process.pid}, {signal.Signals(-code).name}"
+        if pids.get(process.pid) in wanted:
+            killed.append(f"the worker process of job {pids[process.pid]} ({how})")
+        else:
+            killed.append(f"a worker process ({how}) that was running no job")
     return killed
 
 
@@ -102,7 +108,7 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
     the cores. The first failure stops the jobs not yet started and is raised; finished
     jobs keep their folders, so a rerun does only what is left. Interrupted (Ctrl-C,
     SIGTERM, SIGHUP), every worker is ended at once and no process of the run lives on; a
-    worker killed from outside is named with its job (`WorkerDied`)."""
+    worker killed from outside is named with its pid, its signal and its job (`WorkerDied`)."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     # written straight to its pipe (no feeder thread), so a worker killed right after it
@@ -121,17 +127,17 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
             bar.update(1)
     except BrokenProcessPool:
         unfinished = [jobs[i] for f, i in pending.items() if results[i] is None]
-        dead = _dead_jobs(started, unfinished, processes)
+        killed = _killed_workers(started, unfinished, processes)
         _stop(pool)
-        if not dead:
+        if not killed:
             raise WorkerDied("a worker process died before it started a job (see the error "
                              "above); finished jobs are kept: run the same command again"
                              ) from None
         raise WorkerDied(
-            f"the worker process of job {', '.join(dead)} died: killed from outside, most "
-            "likely by the out-of-memory killer (each worker holds its own packs; fewer "
-            "`workers` need less memory). Finished jobs are kept and the others resume from "
-            "their last epoch: run the same command again") from None
+            f"{'; '.join(killed)} died: killed from outside, most likely by the "
+            "out-of-memory killer (each worker holds its own packs; fewer `workers` need "
+            "less memory). Finished jobs are kept and the others resume from their last "
+            "epoch: run the same command again") from None
     except KeyboardInterrupt:
         _stop(pool)
         raise
