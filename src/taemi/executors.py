@@ -127,8 +127,10 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
             bar.update(1)
     except BrokenProcessPool:
         unfinished = [jobs[i] for f, i in pending.items() if results[i] is None]
+        # the pool's own thread ends the other workers and reaps them all; read their exit
+        # codes after it has (reaped at once by two threads, a killed worker's read None)
+        pool.shutdown(wait=True, cancel_futures=True)
         killed = _killed_workers(started, unfinished, processes)
-        _stop(pool)
         if not killed:
             raise WorkerDied("a worker process died before it started a job (see the error "
                              "above); finished jobs are kept: run the same command again"
