@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from taemi.tuning import (
     best_by_candidate,
     current_study,
     open_study,
+    reclaim_dead_trials,
 )
 
 
@@ -71,6 +74,33 @@ def test_tuning_writes_an_overlay_train_accepts_and_resumes(tiny_root: Path,
     assert len(open_study(cfg, ref).trials) == 3
     ensure_tuning(cfg, n_trials=4)  # asks for one more: exactly one more runs
     assert len(open_study(cfg, ref).get_trials(states=FINISHED)) == 4
+
+
+def test_only_a_trial_whose_worker_is_gone_is_reclaimed(tmp_path: Path) -> None:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    host = socket.gethostname()
+    owners = {"starting": {"host": host}, "dead": {"host": host, "pid": 2**31 - 2},
+              "alive": {"host": host, "pid": os.getpid()},
+              "elsewhere": {"host": host + "-other", "pid": 2**31 - 2}, "unclaimed": {}}
+    trials = {}
+    for name, attrs in owners.items():
+        trials[name] = study.ask()
+        trials[name].suggest_float("rate", 0.0, 1.0)
+        for key, value in attrs.items():
+            trials[name].set_user_attr(key, value)
+
+    def running() -> set[str]:
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        return {name for name, t in trials.items()
+                if states[t.number] == optuna.trial.TrialState.RUNNING}
+
+    assert reclaim_dead_trials(study) == 1  # host named, pid not yet: starting, not dead
+    assert running() == {"starting", "alive", "elsewhere", "unclaimed"}
+    assert reclaim_dead_trials(study, unclaimed_seconds=0.0) == 1  # no owner, too long
+    assert running() == {"starting", "alive", "elsewhere"}
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2  # retried
 
 
 def test_two_workers_share_one_study(tiny_root: Path, tmp_path: Path) -> None:

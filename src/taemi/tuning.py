@@ -39,6 +39,7 @@ after `tune.grace_period` seconds without a heartbeat (a worker on any machine).
 
 from __future__ import annotations
 
+import datetime
 import json
 import multiprocessing
 import os
@@ -54,6 +55,7 @@ import optuna
 import pandas as pd
 import yaml
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial
 
 from taemi.artifacts import read_json, stable_hash, write_csv, write_json, write_text
@@ -289,21 +291,40 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def reclaim_dead_trials(study: optuna.Study) -> int:
+UNCLAIMED_SECONDS = 300.0
+
+
+def reclaim_dead_trials(study: optuna.Study, unclaimed_seconds: float = UNCLAIMED_SECONDS
+                        ) -> int:
     """Fail RUNNING trials whose worker process on this host is gone; retry their params.
 
+    A trial names its worker (host, then pid: two writes) as its objective starts; one that
+    names only part of it is starting, not dead (failing it then was a flake: its worker
+    could no longer report it). One that names none after `unclaimed_seconds` lost its
+    worker between Optuna's ask and the objective, and would be waited on for ever.
     For the journal file only (one machine by construction): on RDB storage hosts can share
     a name (containers) and a pid means nothing elsewhere, so there the heartbeat decides."""
     if not isinstance(study._storage, optuna.storages.JournalStorage):
         return 0
     host = socket.gethostname()
+    now = datetime.datetime.now()
     reclaimed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") != host or _alive(int(attrs.get("pid", -1))):
+        if "host" in attrs or "pid" in attrs:
+            if attrs.get("host") != host or "pid" not in attrs or _alive(int(attrs["pid"])):
+                continue
+        elif trial.datetime_start is None or \
+                (now - trial.datetime_start).total_seconds() < unclaimed_seconds:
             continue
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=True)
+        try:  # two workers may reclaim it at once: the journal lets one of them fail it
+            study._storage.set_trial_state_values(trial._trial_id,
+                                                  optuna.trial.TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
+        # queued by the one that failed it (skip_if_exists would match the failed trial
+        # itself, and so never queue it)
+        study.enqueue_trial(trial.params)
         reclaimed += 1
     return reclaimed
 
