@@ -319,12 +319,13 @@ def test_temporaries_a_kill_left_beside_robustness_plots_are_removed(tmp_path: P
     folder.mkdir(parents=True)
     dead = folder / f".robustness.png.{_host_tag()}-{2**31 - 2}-abc_12.png.tmp"
     mine = folder / f".robustness.csv.{_host_tag()}-{__import__('os').getpid()}-abc_12.tmp"
-    dead.write_bytes(b"half a png")
-    mine.write_bytes(b"being written")
+    live_plot = folder / f".robustness.png.{_host_tag()}-{__import__('os').getpid()}-x_1.png.tmp"
+    for path, text in ((dead, b"half a png"), (mine, b"being written"), (live_plot, b"png")):
+        path.write_bytes(text)
     table = pd.DataFrame({"mean": [0.5], "loss_vs_all": [0.0]},
                          index=pd.Index(["all modalities"], name="condition"))
     write_robustness(cfg, "t", table)
-    assert not dead.exists() and mine.exists()
+    assert not dead.exists() and mine.exists() and live_plot.exists()  # the live ones stay
     assert (folder / "robustness.png").is_file()
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -213,6 +216,22 @@ def test_a_killed_synth_leaves_nothing_behind(tmp_path: Path) -> None:
     (dead / "vit").mkdir(parents=True)
     generate(tmp_path / "d", SynthParams(scale=0.02, seed=1, workers=1))
     assert not dead.exists() and (tmp_path / "d" / "synth.json").is_file()
+
+
+def test_a_zombie_is_not_alive() -> None:
+    """A worker that died while its parent polls stays a zombie until reaped: its trial and
+    temporaries must count as its work's end, or a tuning run waits on it for ever."""
+    from taemi.artifacts import process_alive
+
+    assert process_alive(os.getpid()) and not process_alive(2**31 - 2)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert process_alive(child.pid)
+    child.kill()  # not reaped yet: a zombie once the signal lands
+    deadline = time.monotonic() + 30
+    while process_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Path(f"/proc/{child.pid}").exists() and not process_alive(child.pid)
+    child.wait()
 
 
 def test_small_path_promises(tiny_root: Path, tmp_path: Path, monkeypatch) -> None:

@@ -338,6 +338,7 @@ def test_plugin_models_train_on_a_two_node_ray_cluster(
         deadline = time.monotonic() + 60
         while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2, "the second node never joined"
         train_experiments(cfg, executor="ray")
     finally:
         ray.shutdown()

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import MODEL, tiny_config
 from taemi.cli import main
-from taemi.executors import _killed_workers
+from taemi.executors import _killed_workers, _read_started
 
 
 def train_config(root: Path, work: Path, epochs: int = 8, **sections) -> Path:
@@ -55,9 +55,15 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
-def mid_training(work: Path, jobs: int = 1) -> bool:
-    """At least `jobs` jobs are between two saved epochs."""
-    return len(list(work.glob("models/**/.work-*/last.pt"))) >= jobs
+def mid_training(work: Path, jobs: int = 1, before_epoch: int | None = None) -> bool:
+    """At least `jobs` jobs are between two saved epochs (with `before_epoch`: and every
+    running job has saved fewer epochs than that, so none ends before a kill lands)."""
+    try:  # the run moves and deletes work folders while this looks
+        folders = [p.parent for p in work.glob("models/**/.work-*/last.pt")]
+        epochs = [len((f / "metrics.csv").read_text().splitlines()) - 1 for f in folders]
+    except OSError:
+        return False
+    return len(folders) >= jobs and (before_epoch is None or max(epochs) < before_epoch)
 
 
 def workers_of(process: subprocess.Popen) -> list[psutil.Process]:
@@ -106,7 +112,10 @@ def test_a_worker_killed_from_outside_is_named_and_the_rest_resumes(
     run = start("train", str(config))
     # both workers in a job: one may still be importing torch when the other has saved
     # epochs (a worker killed then is named as running no job: the unit test below)
-    wait_for(lambda: mid_training(tmp_path, jobs=2) and len(workers_of(run)) == 2)
+    # and both early in their jobs (8 epochs): killed as its job ended, the victim would
+    # be named as running none
+    wait_for(lambda: mid_training(tmp_path, jobs=2, before_epoch=5) and
+             len(workers_of(run)) == 2)
     victim = workers_of(run)[0]
     victim.kill()  # what the out-of-memory killer does
     _, err = run.communicate(timeout=60)
@@ -138,12 +147,15 @@ def test_a_killed_worker_is_named_with_its_job_or_as_running_none() -> None:
                  ExitedProcess(13, -signal.SIGTERM),  # ended by the pool itself
                  ExitedProcess(14, -signal.SIGKILL),  # killed before its first job
                  ExitedProcess(15, 1), ExitedProcess(16, None)]
-    assert _killed_workers(started, unfinished, processes) == [
+    owners = _read_started(started, {})
+    assert owners == {11: "t/a/seed0/fold2", 12: "t/a/seed0/fold1", 13: "t/a/seed0/fold3"}
+    assert _killed_workers(owners, unfinished, processes) == [
         "the worker process of job t/a/seed0/fold2 (pid 11, SIGKILL)",
         "the worker process of job t/a/seed0/fold1 (pid 12, SIGKILL)",
         "a worker process (pid 14, SIGKILL) that was running no job"]
     started.put(("t/a/seed0/fold0", 17))  # its job finished: killed between two jobs
-    assert _killed_workers(started, unfinished, [ExitedProcess(17, -signal.SIGKILL)]) == [
+    assert _killed_workers(_read_started(started, owners), unfinished,
+                           [ExitedProcess(17, -signal.SIGKILL)]) == [
         "a worker process (pid 17, SIGKILL) that was running no job"]
 
 

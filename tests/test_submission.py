@@ -43,14 +43,17 @@ def test_make_and_write_a_valid_submission(tmp_path: Path) -> None:
 def test_never_overwritten_silently(tmp_path: Path) -> None:
     path = tmp_path / "sub.csv"
     write_submission(make_submission(predictions(), TEST_IDS), path, TEST_IDS)
-    stamp = path.stat().st_mtime_ns
+    # the file itself (an atomic rewrite is a new inode; mtimes can tie within a tick)
+    stamp = (path.stat().st_ino, path.stat().st_mtime_ns)
+    first = path.read_bytes()
     write_submission(make_submission(predictions(), TEST_IDS), path, TEST_IDS)  # identical
-    assert path.stat().st_mtime_ns == stamp
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
     other = make_submission(predictions(seed=1), TEST_IDS)
     with pytest.raises(FileExistsError, match="--force"):
         write_submission(other, path, TEST_IDS)
+    assert path.read_bytes() == first
     write_submission(other, path, TEST_IDS, overwrite=True)
-    assert path.stat().st_mtime_ns != stamp
+    assert path.stat().st_ino != stamp[0] and path.read_bytes() != first
 
 
 def _write(tmp_path: Path, text: str) -> Path:

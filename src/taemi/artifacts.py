@@ -29,9 +29,12 @@ from typing import Any
 import pandas as pd
 
 TEMP_SUFFIX = ".tmp"
-# .<name>.<host>-<pid>-<random>.tmp, or .<name>.<random>.tmp from kits before pids were kept
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-)?[A-Za-z0-9_]+"
-                        r"(?:\.[A-Za-z0-9]+)?" + re.escape(TEMP_SUFFIX) + "$")
+# .<name>.<host>-<pid>-<random>[.<suffix>].tmp, tried first (a suffix such as .png let a
+# pattern with the pid optional read a live plot's temporary as pid-less, so stale), then
+# .<name>.<random>[.<suffix>].tmp from kits before pids were kept
+_END = r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9]+)?" + re.escape(TEMP_SUFFIX) + "$"
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-" + _END)
+_LEGACY_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\." + _END)
 
 
 def current_umask() -> int:
@@ -96,16 +99,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs. A zombie (exited, its parent not
+    yet waiting on it: a spawned worker that died while its parent polls) does not; where
+    it cannot be told, it does (its work is kept)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except OSError:  # someone else's process (PermissionError), or cannot tell
         return True
-    except OSError:
-        return True  # cannot tell: keep its folder
-    return True
+    try:  # /proc/<pid>/stat: "pid (command) state ...", the command may hold spaces
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
@@ -118,12 +128,13 @@ def stale_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[P
         return []
     stale = []
     for candidate in folder.glob(f".{name_glob}.*{TEMP_SUFFIX}"):
-        match = _TEMP_NAME.match(candidate.name)
-        if match is None or candidate.is_symlink():
+        if candidate.is_symlink():
             continue
-        if match["pid"] is not None and (
-            match["host"] != _host_tag() or _process_alive(int(match["pid"]))
-        ):
+        match = _TEMP_NAME.match(candidate.name)
+        if match is None:
+            if _LEGACY_TEMP_NAME.match(candidate.name) is None:
+                continue
+        elif match["host"] != _host_tag() or process_alive(int(match["pid"])):
             continue
         stale.append(candidate)
     return sorted(stale)

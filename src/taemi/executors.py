@@ -77,15 +77,22 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             process.kill()
 
 
-def _killed_workers(started, unfinished: list[Job], processes: list) -> list[str]:
-    """The workers killed from outside (by a signal the pool never sends: the pool itself
-    ends the other workers with SIGTERM), each with the unfinished job it ran: `the worker
-    process of job L (pid N, SIGKILL)`, or, killed while it started up or between two
-    jobs, `a worker process (pid N, SIGKILL) that was running no job`."""
-    pids: dict[int, str] = {}
+def _read_started(started, owners: dict[int, str]) -> dict[int, str]:
+    """Move what the workers said into `owners` (pid: its latest job). Read as each job
+    ends: unread, some thousand jobs' names fill the pipe and every worker blocks naming
+    its next one."""
     while not started.empty():
         label, pid = started.get()
-        pids[pid] = label  # a worker's latest job
+        owners[pid] = label
+    return owners
+
+
+def _killed_workers(pids: dict[int, str], unfinished: list[Job], processes: list) -> list[str]:
+    """The workers killed from outside (by a signal the pool never sends: the pool itself
+    ends the other workers with SIGTERM), each with the unfinished job it ran (`pids`, from
+    `_read_started`): `the worker process of job L (pid N, SIGKILL)`, or, killed while it
+    started up or between two jobs, `a worker process (pid N, SIGKILL) that was running no
+    job`."""
     wanted = {job.label for job in unfinished}
     killed = []
     for process in processes:
@@ -120,8 +127,10 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
                                initargs=(threads, started))
     pending = {pool.submit(_run_reporting, cfg_tree, job): i for i, job in enumerate(jobs)}
     processes = list(getattr(pool, "_processes", {}).values())  # started with the jobs
+    owners: dict[int, str] = {}
     try:
         for future in as_completed(pending):
+            _read_started(started, owners)
             results[pending[future]] = future.result()
             bar.set_postfix_str(jobs[pending[future]].label)
             bar.update(1)
@@ -130,7 +139,7 @@ def run_processes(cfg_tree: dict, jobs: list[Job], workers: int,
         # the pool's own thread ends the other workers and reaps them all; read their exit
         # codes after it has (reaped at once by two threads, a killed worker's read None)
         pool.shutdown(wait=True, cancel_futures=True)
-        killed = _killed_workers(started, unfinished, processes)
+        killed = _killed_workers(_read_started(started, owners), unfinished, processes)
         if not killed:
             raise WorkerDied("a worker process died before it started a job (see the error "
                              "above); finished jobs are kept: run the same command again"

@@ -58,7 +58,14 @@ from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial
 
-from taemi.artifacts import read_json, stable_hash, write_csv, write_json, write_text
+from taemi.artifacts import (
+    process_alive,
+    read_json,
+    stable_hash,
+    write_csv,
+    write_json,
+    write_text,
+)
 from taemi.config import Config, ConfigError, TrainConfig, TuneConfig, config_from_dict, mask_url
 from taemi.data import ChallengeData, labels_matrix, open_data
 from taemi.experiment import fold_inputs, keyed_train_settings, labels_digest, open_packs
@@ -312,7 +319,8 @@ def reclaim_dead_trials(study: optuna.Study, unclaimed_seconds: float = UNCLAIME
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = trial.user_attrs
         if "host" in attrs or "pid" in attrs:
-            if attrs.get("host") != host or "pid" not in attrs or _alive(int(attrs["pid"])):
+            if attrs.get("host") != host or "pid" not in attrs or \
+                    process_alive(int(attrs["pid"])):
                 continue
         elif trial.datetime_start is None or \
                 (now - trial.datetime_start).total_seconds() < unclaimed_seconds:
@@ -327,18 +335,6 @@ def reclaim_dead_trials(study: optuna.Study, unclaimed_seconds: float = UNCLAIME
         study.enqueue_trial(trial.params)
         reclaimed += 1
     return reclaimed
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict:
@@ -425,9 +421,9 @@ def make_objective(cfg: Config, data: ChallengeData, target: int, ref: StudyRef)
                 for f in tune.folds}
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())  # first: a surplus trial too
+        trial.set_user_attr("pid", os.getpid())  # names its worker
         claim_or_fail(trial.study, trial, target)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("threads", torch.get_num_threads())
         model_choices, train_choices = suggest_choices(trial, tune.choices)
         params = merged_params(cfg, {**suggest(trial, tune.ranges), **model_choices})

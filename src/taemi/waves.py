@@ -176,9 +176,13 @@ def ensure_waves(data: ChallengeData, max_samples: int, cache_dir: str | Path,
     folder = cache_dir / f"waves-{max_samples / SAMPLE_RATE:g}s-{key[:12]}"
     if (folder / "meta.json").is_file():
         return WaveCache(folder)
-    with _building(cache_dir / f".waves-{key[:12]}.lock"):  # one builder; others wait
+    lock = cache_dir / f".waves-{key[:12]}.lock"
+    with _building(lock):  # one builder; others wait
         if not (folder / "meta.json").is_file():
             _build(data, media, ids, key, max_samples, folder, workers)
+    # by whoever leaves, builder or not: one that opened the lock after the builder removed
+    # it made it again
+    lock.unlink(missing_ok=True)
     return WaveCache(folder)
 
 
@@ -219,7 +223,6 @@ def _build(data: ChallengeData, media: dict[str, Path], ids: list[str], key: str
     source = str(Path(data.root).resolve())
     _assemble(folder, [s[0] for s in shards], ids, key, max_samples, source)
     shutil.rmtree(partial, ignore_errors=True)
-    (cache_dir / f".waves-{key[:12]}.lock").unlink(missing_ok=True)
     for stale in cache_dir.glob(f"waves-{max_samples / SAMPLE_RATE:g}s-*"):
         if stale != folder and stale.is_dir() and _source(stale) == source:
             shutil.rmtree(stale, ignore_errors=True)  # an older state of the same files
