@@ -108,13 +108,14 @@ def test_sighup_ends_the_tuning_workers(tiny_root: Path, tmp_path: Path) -> None
 
 def test_a_worker_killed_from_outside_is_named_and_the_rest_resumes(
         tiny_root: Path, tmp_path: Path) -> None:
-    config = train_config(tiny_root, tmp_path)
+    # jobs of 30 epochs (about 50 ms each here), so that a kill early in a job lands well
+    # before it ends: killed as its job ended, the victim would be named as running none
+    config = train_config(tiny_root, tmp_path, epochs=30)
     run = start("train", str(config))
-    # both workers in a job: one may still be importing torch when the other has saved
-    # epochs (a worker killed then is named as running no job: the unit test below)
-    # and both early in their jobs (8 epochs): killed as its job ended, the victim would
-    # be named as running none
-    wait_for(lambda: mid_training(tmp_path, jobs=2, before_epoch=5) and
+    # both workers in a job (one may still be importing torch when the other has saved
+    # epochs: a worker killed then is named as running no job, the unit test below), and
+    # both in the first half of it
+    wait_for(lambda: mid_training(tmp_path, jobs=2, before_epoch=15) and
              len(workers_of(run)) == 2)
     victim = workers_of(run)[0]
     victim.kill()  # what the out-of-memory killer does
