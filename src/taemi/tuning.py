@@ -313,17 +313,9 @@ def reclaim_dead_trials(study: optuna.Study, unclaimed_seconds: float = UNCLAIME
     a name (containers) and a pid means nothing elsewhere, so there the heartbeat decides."""
     if not isinstance(study._storage, optuna.storages.JournalStorage):
         return 0
-    host = socket.gethostname()
-    now = datetime.datetime.now()
     reclaimed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if "host" in attrs or "pid" in attrs:
-            if attrs.get("host") != host or "pid" not in attrs or \
-                    process_alive(int(attrs["pid"])):
-                continue
-        elif trial.datetime_start is None or \
-                (now - trial.datetime_start).total_seconds() < unclaimed_seconds:
+        if not _worker_gone(trial, unclaimed_seconds):
             continue
         try:  # two workers may reclaim it at once: the journal lets one of them fail it
             study._storage.set_trial_state_values(trial._trial_id,
@@ -335,6 +327,18 @@ def reclaim_dead_trials(study: optuna.Study, unclaimed_seconds: float = UNCLAIME
         study.enqueue_trial(trial.params)
         reclaimed += 1
     return reclaimed
+
+
+def _worker_gone(trial: FrozenTrial, unclaimed_seconds: float) -> bool:
+    """A running trial's worker is known gone: it named this host and a pid that no longer
+    runs, or it named no worker at all for `unclaimed_seconds`."""
+    attrs = trial.user_attrs
+    if "host" not in attrs and "pid" not in attrs:
+        started = trial.datetime_start
+        return started is not None and \
+            (datetime.datetime.now() - started).total_seconds() >= unclaimed_seconds
+    return attrs.get("host") == socket.gethostname() and "pid" in attrs and \
+        not process_alive(int(attrs["pid"]))
 
 
 def suggest(trial: optuna.Trial, ranges: dict[str, tuple[float, float]]) -> dict:
